@@ -1,0 +1,259 @@
+// Package config reads animesync's configuration from the environment, once,
+// into one struct with the platform's defaults.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The Supabase CLI's public local-development secrets (supabase/cli
+// pkg/config/apikeys.go). They are the defaults only so that an app set up
+// for `supabase start` works against animesync unchanged; production refuses them.
+const (
+	DevJWTSecret      = "super-secret-jwt-token-with-at-least-32-characters-long"
+	DevAnonKey        = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0"
+	DevServiceRoleKey = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6InNlcnZpY2Vfcm9sZSIsImV4cCI6MTk4MzgxMjk5Nn0.EGIM96RAZx35lJzdJsyH-qQwv8Hdp7fsn8W8YpRxaHE"
+	DevPublishableKey = "sb_publishable_ACJWlzQHlZjBrEguHvfOxg_3BJgxAaH"
+	DevSecretKey      = "sb_secret_N7UND0UgjKTVK-Uodkm0Hg_xSvEMPvz"
+)
+
+// Limit is "N actions per Window".
+type Limit struct {
+	N      int
+	Window time.Duration
+}
+
+func (l Limit) String() string { return fmt.Sprintf("%d/%s", l.N, l.Window) }
+
+// Config is everything animesync reads from the environment.
+type Config struct {
+	Env      string // ANIMESYNC_ENV: development (default) or production
+	DBURL    string // SUPABASE_DB_URL or DATABASE_URL
+	Host     string // HOST
+	Port     int    // PORT
+	LogLevel slog.Level
+
+	SupabaseURL    string // SUPABASE_URL: upstream project (proxy mode)
+	JWTSecret      string
+	AnonKey        string
+	ServiceRoleKey string
+	PublishableKey string
+	SecretKey      string
+	JWKSFile       string
+	JWKSURL        string
+	UsingDevKeys   bool // no key was configured: the CLI's demo keys are in use
+
+	FunctionsConfig string // path of supabase/config.toml; empty: the embedded copy
+	CORSAllowOrigin string
+	MetricsEnabled  bool
+
+	CronSchedule              string
+	RealtimeMaxEventsPerSec   int
+	RoomIdleTimeout           time.Duration
+	SyncStateRetention        time.Duration
+	SyncTolerance             time.Duration
+	PresenceInterval          time.Duration
+	SyncLeadTime              time.Duration
+	HostSilenceGrace          time.Duration
+	RoomCreationLimit         Limit
+	SyncControlLimit          Limit
+	CommentsLimit             Limit
+	RoomManagementLimit       Limit
+	AccessKeyAttemptsPerUser  int
+	AccessKeyAttemptsPerRoom  int
+	AccessKeyAttemptWindow    time.Duration
+	ShutdownTimeout           time.Duration
+	DatabaseStartupRetryUntil time.Duration
+}
+
+// Production reports whether ANIMESYNC_ENV=production.
+func (c *Config) Production() bool { return c.Env == "production" }
+
+// FromEnv reads the configuration. getenv is os.Getenv outside tests.
+func FromEnv(getenv func(string) string) (*Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	r := reader{get: getenv}
+	c := &Config{
+		Env:             r.str("ANIMESYNC_ENV", "development"),
+		DBURL:           firstNonEmpty(getenv("SUPABASE_DB_URL"), getenv("DATABASE_URL")),
+		Host:            r.str("HOST", "0.0.0.0"),
+		Port:            r.integer("PORT", 54321),
+		SupabaseURL:     strings.TrimRight(getenv("SUPABASE_URL"), "/"),
+		JWTSecret:       getenv("SUPABASE_JWT_SECRET"),
+		AnonKey:         getenv("SUPABASE_ANON_KEY"),
+		ServiceRoleKey:  getenv("SUPABASE_SERVICE_ROLE_KEY"),
+		PublishableKey:  getenv("SUPABASE_PUBLISHABLE_KEY"),
+		SecretKey:       getenv("SUPABASE_SECRET_KEY"),
+		JWKSFile:        getenv("SUPABASE_JWKS_FILE"),
+		JWKSURL:         getenv("SUPABASE_JWKS_URL"),
+		FunctionsConfig: getenv("ANIMESYNC_FUNCTIONS_CONFIG"),
+		CORSAllowOrigin: r.str("CORS_ALLOW_ORIGIN", "*"),
+		MetricsEnabled:  r.boolean("METRICS_ENABLED", false),
+
+		CronSchedule:              r.str("CRON_SCHEDULE", "0 2 * * *"),
+		RealtimeMaxEventsPerSec:   r.integer("REALTIME_MAX_EVENTS_PER_SECOND", 10),
+		RoomIdleTimeout:           r.duration("ROOM_IDLE_TIMEOUT", 24*time.Hour),
+		SyncStateRetention:        r.duration("SYNC_STATE_RETENTION", 6*time.Hour),
+		SyncTolerance:             r.duration("SYNC_TOLERANCE", 2*time.Second),
+		PresenceInterval:          r.duration("PRESENCE_INTERVAL", 3*time.Second),
+		SyncLeadTime:              r.duration("SYNC_LEAD_TIME", 300*time.Millisecond),
+		HostSilenceGrace:          r.duration("HOST_SILENCE_GRACE", 60*time.Second),
+		RoomCreationLimit:         r.limit("RATE_LIMIT_ROOM_CREATION", Limit{10, time.Hour}),
+		SyncControlLimit:          r.limit("RATE_LIMIT_SYNC_CONTROL", Limit{2, time.Second}),
+		CommentsLimit:             r.limit("RATE_LIMIT_COMMENTS", Limit{5, time.Minute}),
+		RoomManagementLimit:       r.limit("RATE_LIMIT_ROOM_MANAGEMENT", Limit{20, time.Hour}),
+		AccessKeyAttemptsPerUser:  r.integer("ACCESS_KEY_MAX_ATTEMPTS_PER_USER", 5),
+		AccessKeyAttemptsPerRoom:  r.integer("ACCESS_KEY_MAX_ATTEMPTS_PER_ROOM", 50),
+		AccessKeyAttemptWindow:    r.duration("ACCESS_KEY_ATTEMPT_WINDOW", 15*time.Minute),
+		ShutdownTimeout:           r.duration("SHUTDOWN_TIMEOUT", 15*time.Second),
+		DatabaseStartupRetryUntil: r.duration("DATABASE_STARTUP_TIMEOUT", 10*time.Second),
+	}
+	if lvl := getenv("LOG_LEVEL"); lvl != "" {
+		if err := c.LogLevel.UnmarshalText([]byte(lvl)); err != nil {
+			r.fail("LOG_LEVEL", lvl, "want debug, info, warn or error")
+		}
+	}
+	if err := errors.Join(r.errs...); err != nil {
+		return nil, err
+	}
+	c.applyDevKeys()
+	return c, c.Validate()
+}
+
+// applyDevKeys fills unset keys with the Supabase CLI's demo keys, but only
+// when no key at all was configured: a partly configured production secret
+// must never be silently completed with public ones.
+func (c *Config) applyDevKeys() {
+	if c.JWTSecret != "" || c.AnonKey != "" || c.ServiceRoleKey != "" || c.PublishableKey != "" || c.SecretKey != "" {
+		return
+	}
+	c.UsingDevKeys = true
+	c.JWTSecret = DevJWTSecret
+	c.AnonKey = DevAnonKey
+	c.ServiceRoleKey = DevServiceRoleKey
+	c.PublishableKey = DevPublishableKey
+	c.SecretKey = DevSecretKey
+}
+
+// Validate rejects configurations that cannot work or are unsafe.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Env != "development" && c.Env != "production" {
+		errs = append(errs, fmt.Errorf("ANIMESYNC_ENV=%q: want development or production", c.Env))
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("PORT=%d: want 1-65535", c.Port))
+	}
+	if c.Production() {
+		if c.UsingDevKeys || c.JWTSecret == DevJWTSecret || c.SecretKey == DevSecretKey || c.PublishableKey == DevPublishableKey {
+			errs = append(errs, errors.New("ANIMESYNC_ENV=production refuses the Supabase CLI's public demo keys: set SUPABASE_JWT_SECRET (and your project's keys)"))
+		}
+		if c.JWTSecret == "" && c.JWKSFile == "" && c.JWKSURL == "" {
+			errs = append(errs, errors.New("ANIMESYNC_ENV=production needs SUPABASE_JWT_SECRET, SUPABASE_JWKS_FILE or SUPABASE_JWKS_URL"))
+		}
+	}
+	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
+		errs = append(errs, errors.New("SUPABASE_JWT_SECRET must be at least 32 characters"))
+	}
+	if c.SupabaseURL != "" {
+		if u, err := url.Parse(c.SupabaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("SUPABASE_URL=%q: want an http(s) URL", c.SupabaseURL))
+		}
+	}
+	if c.JWKSURL == "" && c.JWKSFile == "" && c.SupabaseURL != "" {
+		c.JWKSURL = c.SupabaseURL + "/auth/v1/.well-known/jwks.json"
+	}
+	return errors.Join(errs...)
+}
+
+// Addr is the listen address.
+func (c *Config) Addr() string { return fmt.Sprintf("%s:%d", c.Host, c.Port) }
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+type reader struct {
+	get  func(string) string
+	errs []error
+}
+
+func (r *reader) fail(name, value, want string) {
+	r.errs = append(r.errs, fmt.Errorf("%s=%q: %s", name, value, want))
+}
+
+func (r *reader) str(name, def string) string {
+	if v := r.get(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (r *reader) integer(name string, def int) int {
+	v := r.get(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		r.fail(name, v, "want a non-negative whole number")
+		return def
+	}
+	return n
+}
+
+func (r *reader) boolean(name string, def bool) bool {
+	v := r.get(name)
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.fail(name, v, "want true or false")
+		return def
+	}
+	return b
+}
+
+func (r *reader) duration(name string, def time.Duration) time.Duration {
+	v := r.get(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		r.fail(name, v, "want a positive duration such as 300ms, 2s, 24h")
+		return def
+	}
+	return d
+}
+
+// limit parses "N/duration", e.g. "10/1h" or "2/1s".
+func (r *reader) limit(name string, def Limit) Limit {
+	v := r.get(name)
+	if v == "" {
+		return def
+	}
+	n, w, ok := strings.Cut(v, "/")
+	count, err1 := strconv.Atoi(n)
+	window, err2 := time.ParseDuration(w)
+	if !ok || err1 != nil || err2 != nil || count < 1 || window <= 0 {
+		r.fail(name, v, "want N/duration such as 10/1h")
+		return def
+	}
+	return Limit{N: count, Window: window}
+}
