@@ -43,3 +43,11 @@ func FailureOf(e *Error) Failure {
 	}
 	return Failure{Error: FailureBody{Code: e.Code, Message: e.Message, Details: details}}
 }
+
+// Pagination describes one page of a list.
+type Pagination struct {
+	Limit   int  `json:"limit"`
+	Offset  int  `json:"offset"`
+	Total   int  `json:"total"`
+	HasMore bool `json:"has_more"`
+}

@@ -151,3 +151,13 @@ func (c *Check) OneOf(field, s string, allowed ...string) {
 	}
 	c.fail(field, "must be one of "+strings.Join(allowed, ", "))
 }
+
+// Digits checks that a non-empty s is exactly n decimal digits.
+func (c *Check) Digits(field, s string, n int) {
+	if s == "" {
+		return
+	}
+	if len(s) != n || strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
+		c.fail(field, fmt.Sprintf("must be %d digits", n))
+	}
+}

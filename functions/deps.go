@@ -1,0 +1,35 @@
+// Package functions holds the platform's Edge Functions, one small file each,
+// and the registry the gateway builds its routes from.
+package functions
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/animesync/animesync/shared/auth"
+	"github.com/animesync/animesync/shared/config"
+	"github.com/animesync/animesync/shared/store"
+)
+
+// Deps is everything a handler may touch.
+type Deps struct {
+	Pool   *pgxpool.Pool
+	Cfg    *config.Config
+	Tokens *auth.Verifier
+	Log    *slog.Logger
+	// Now is the clock; tests inject their own.
+	Now func() time.Time
+}
+
+func (d *Deps) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
+func (d *Deps) syncPolicy() store.SyncPolicy {
+	return store.SyncPolicy{Tolerance: d.Cfg.SyncTolerance, PresenceInterval: d.Cfg.PresenceInterval}
+}

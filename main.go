@@ -1,0 +1,264 @@
+// Command animesync is the watch-party platform's backend in one binary: the
+// Edge Functions, their gateway, realtime and migrations, with verbs in the
+// spirit of the Supabase CLI.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/animesync/animesync/functions"
+	"github.com/animesync/animesync/migrations"
+	"github.com/animesync/animesync/shared/config"
+	"github.com/animesync/animesync/shared/db"
+	"github.com/animesync/animesync/shared/version"
+	"github.com/animesync/animesync/supabase/gateway"
+	"github.com/animesync/animesync/supabase/server"
+)
+
+const usage = `animesync — the watch-party platform's backend in one binary
+
+Usage:
+  animesync serve [--no-migrate]          serve functions, realtime and /health (PORT, default 54321)
+  animesync functions serve [--no-migrate]  the same, named as in the Supabase CLI
+  animesync functions list [-o json]      the functions: name, path, verify_jwt, methods
+  animesync db push [--db-url URL] [--dry-run]
+                                          apply pending migrations
+  animesync migration list [--db-url URL] [-o json]
+                                          local and applied migrations, like supabase migration list
+  animesync version                       print the version
+
+Configuration comes from the environment; see README.md.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprint(os.Stderr, usage)
+			fmt.Fprintln(os.Stderr, "animesync:", err)
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "animesync:", err)
+		os.Exit(1)
+	}
+}
+
+type usageError string
+
+func (u usageError) Error() string { return string(u) }
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) == 0 {
+		return usageError("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		cmd, rest = cmd+" "+rest[0], rest[1:]
+	}
+	switch cmd {
+	case "serve", "functions serve":
+		return serve(ctx, rest)
+	case "functions list":
+		return functionsList(rest, out)
+	case "db push":
+		return dbPush(ctx, rest, out)
+	case "migration list":
+		return migrationList(ctx, rest, out)
+	case "version", "--version", "-v":
+		fmt.Fprintln(out, "animesync", version.Version)
+		return nil
+	case "help", "--help", "-h":
+		fmt.Fprint(out, usage)
+		return nil
+	}
+	return usageError(fmt.Sprintf("unknown command %q", cmd))
+}
+
+func loadConfig() (*config.Config, *slog.Logger, error) {
+	cfg, err := config.FromEnv(os.Getenv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("configuration: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	return cfg, log, nil
+}
+
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	noMigrate := fs.Bool("no-migrate", false, "do not apply pending migrations at start")
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error())
+	}
+	cfg, log, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	if cfg.UsingDevKeys {
+		log.Warn("NO KEYS CONFIGURED: using the Supabase CLI's public local-development JWT secret and keys. " +
+			"Anyone can mint tokens for this server. Set SUPABASE_JWT_SECRET and your project's keys outside development; " +
+			"ANIMESYNC_ENV=production refuses to start without them.")
+	}
+	srv, err := server.New(ctx, cfg, log, server.Options{Migrate: !*noMigrate})
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx, nil)
+}
+
+func functionsList(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("functions list", flag.ContinueOnError)
+	format := fs.String("o", "table", "output format: table or json")
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error())
+	}
+	cfg, err := config.FromEnv(os.Getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	settings, err := server.FunctionSettings(cfg)
+	if err != nil {
+		return err
+	}
+	type row struct {
+		Name      string   `json:"name"`
+		Path      string   `json:"path"`
+		Aliases   []string `json:"aliases"`
+		VerifyJWT bool     `json:"verify_jwt"`
+		Enabled   bool     `json:"enabled"`
+		Methods   []string `json:"methods"`
+	}
+	var rows []row
+	for _, f := range gateway.Resolve(functions.Registry(&functions.Deps{Cfg: cfg}), settings) {
+		paths := f.Paths()
+		rows = append(rows, row{f.Name, paths[0], paths[1:], f.VerifyJWT, f.Enabled, f.Methods})
+	}
+	if *format == "json" {
+		return json.NewEncoder(out).Encode(map[string]any{"functions": rows})
+	}
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPATH\tVERIFY_JWT\tMETHODS\tALIASES")
+	for _, r := range rows {
+		if !r.Enabled {
+			r.Name += " (disabled)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Path, strconv.FormatBool(r.VerifyJWT),
+			strings.Join(r.Methods, ","), strings.Join(r.Aliases, ","))
+	}
+	return tw.Flush()
+}
+
+// openForMigrations connects to --db-url, else the configured database.
+func openForMigrations(ctx context.Context, dbURL string) (*pgx.ConnConfig, error) {
+	if dbURL == "" {
+		cfg, err := config.FromEnv(os.Getenv)
+		if err != nil {
+			return nil, fmt.Errorf("configuration: %w", err)
+		}
+		dbURL = cfg.DBURL
+	}
+	if dbURL == "" {
+		return nil, errors.New("no database: pass --db-url or set SUPABASE_DB_URL")
+	}
+	pool, err := db.Open(ctx, dbURL, 0)
+	if err != nil {
+		return nil, err
+	}
+	pool.Close()
+	return pgx.ParseConfig(dbURL)
+}
+
+func dbPush(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("db push", flag.ContinueOnError)
+	dbURL := fs.String("db-url", "", "database URL (default: SUPABASE_DB_URL)")
+	dryRun := fs.Bool("dry-run", false, "list pending migrations without applying them")
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error())
+	}
+	connCfg, err := openForMigrations(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	sqlDB := stdlib.OpenDB(*connCfg)
+	defer sqlDB.Close()
+	p, err := migrations.NewProvider(sqlDB, nil)
+	if err != nil {
+		return err
+	}
+	if *dryRun {
+		statuses, err := p.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("migration status: %w", err)
+		}
+		pending := 0
+		for _, s := range statuses {
+			if s.State == "pending" {
+				pending++
+				fmt.Fprintf(out, "Would apply migration %s...\n", s.Source.Path)
+			}
+		}
+		if pending == 0 {
+			fmt.Fprintln(out, "Remote database is up to date.")
+		}
+		return nil
+	}
+	results, err := p.Up(ctx)
+	for _, r := range results {
+		fmt.Fprintf(out, "Applied migration %s (%s)\n", r.Source.Path, r.Duration.Round(1e6))
+	}
+	if err != nil {
+		return fmt.Errorf("db push: %w", err)
+	}
+	if len(results) == 0 {
+		fmt.Fprintln(out, "Remote database is up to date.")
+		return nil
+	}
+	fmt.Fprintf(out, "Finished animesync db push: %d migration(s) applied.\n", len(results))
+	return nil
+}
+
+func migrationList(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("migration list", flag.ContinueOnError)
+	dbURL := fs.String("db-url", "", "database URL (default: SUPABASE_DB_URL)")
+	format := fs.String("o", "table", "output format: table or json")
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error())
+	}
+	connCfg, err := openForMigrations(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	sqlDB := stdlib.OpenDB(*connCfg)
+	defer sqlDB.Close()
+	entries, err := migrations.Status(ctx, sqlDB)
+	if err != nil {
+		return err
+	}
+	if *format == "json" {
+		return json.NewEncoder(out).Encode(map[string]any{"migrations": entries})
+	}
+	tw := tabwriter.NewWriter(out, 2, 4, 1, ' ', 0)
+	fmt.Fprintln(tw, "  Local\t|\tRemote\t|\tTime (UTC)")
+	fmt.Fprintln(tw, "  -----\t|\t------\t|\t----------")
+	for _, e := range entries {
+		fmt.Fprintf(tw, "  %s\t|\t%s\t|\t%s\n", e.Local, e.Remote, e.Time)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,141 @@
+// Package gateway is the HTTP front of animesync: what the Supabase API
+// gateway and edge runtime did for the Edge Functions. It answers CORS,
+// checks keys per function (verify_jwt), limits bodies, routes
+// /functions/v1/<name> from the functions registry, renders every error in
+// the documented envelope and logs one line per request.
+package gateway
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/animesync/animesync/functions"
+	"github.com/animesync/animesync/shared/auth"
+	"github.com/animesync/animesync/shared/config"
+)
+
+// BodyLimit is the largest request body a function accepts.
+const BodyLimit = 64 << 10
+
+// Options is what New needs.
+type Options struct {
+	Functions []functions.Function
+	// Settings are the [functions.<name>] sections of supabase/config.toml.
+	Settings map[string]config.FunctionSettings
+	Verifier *auth.Verifier
+	Config   *config.Config
+	Logger   *slog.Logger
+	Health   *Health
+}
+
+// New assembles the router. Other components (realtime) register their own
+// routes on the returned echo.
+func New(o Options) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler
+	e.Pre(stripPathPrefix, cors(o.Config.CORSAllowOrigin), limitBody(BodyLimit))
+	e.Use(middleware.RequestID(), accessLog(o.Logger), middleware.Recover())
+
+	for _, f := range Resolve(o.Functions, o.Settings) {
+		if !f.Enabled {
+			continue
+		}
+		h := checkKey(o.Verifier, f.VerifyJWT)(allowMethods(f.Methods)(f.Handler))
+		for _, p := range f.Paths() {
+			e.Any(p, h)
+			e.Any(p+"/*", h) // supabase-js passes sub-paths and query strings through
+		}
+	}
+	e.Any("/functions/v1", functionNotFound)
+	e.Any("/functions/v1/*", functionNotFound)
+	if o.Health != nil {
+		e.GET("/health", o.Health.handle)
+	}
+	return e
+}
+
+// Resolved is a registry entry with config.toml applied.
+type Resolved struct {
+	functions.Function
+	Enabled bool
+}
+
+// Paths are the function's path and its aliases.
+func (r Resolved) Paths() []string {
+	paths := []string{r.Path()}
+	for _, a := range r.Aliases {
+		paths = append(paths, "/functions/v1/"+a)
+	}
+	return paths
+}
+
+// Resolve applies supabase/config.toml to the registry: a section's
+// verify_jwt and enabled override the function's defaults.
+func Resolve(fns []functions.Function, settings map[string]config.FunctionSettings) []Resolved {
+	out := make([]Resolved, 0, len(fns))
+	for _, f := range fns {
+		r := Resolved{Function: f, Enabled: true}
+		if s, ok := settings[f.Name]; ok {
+			if s.VerifyJWT != nil {
+				r.VerifyJWT = *s.VerifyJWT
+			}
+			if s.Enabled != nil {
+				r.Enabled = *s.Enabled
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// stripPathPrefix lets a client whose SUPABASE_URL carries a path
+// (http://host/base) reach /base/functions/v1/…, as supabase-js builds it.
+func stripPathPrefix(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		for _, marker := range []string{"/functions/v1/", "/realtime/v1/"} {
+			if i := strings.Index(req.URL.Path, marker); i > 0 {
+				req.URL.Path = req.URL.Path[i:]
+				req.URL.RawPath = ""
+				break
+			}
+		}
+		return next(c)
+	}
+}
+
+// limitBody turns an oversized body into 413 before a handler reads it.
+func limitBody(limit int64) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			req := c.Request()
+			if req.ContentLength > limit {
+				return errPayloadTooLarge(limit)
+			}
+			req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
+			return next(c)
+		}
+	}
+}
+
+// allowMethods answers 405 for a method the function does not serve.
+func allowMethods(methods []string) echo.MiddlewareFunc {
+	allowed := strings.Join(methods, ", ") + ", OPTIONS"
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			m := c.Request().Method
+			for _, a := range methods {
+				if m == a {
+					return next(c)
+				}
+			}
+			c.Response().Header().Set("Allow", allowed)
+			return errMethodNotAllowed(m, allowed)
+		}
+	}
+}

@@ -1,0 +1,43 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+
+	"github.com/animesync/animesync/shared/version"
+)
+
+// Health answers GET /health: 200 while the database answers, else 503.
+type Health struct {
+	Pool    *pgxpool.Pool
+	Started time.Time
+	// Realtime reports the built-in realtime server, when it runs.
+	Realtime func() any
+}
+
+type healthReport struct {
+	Status        string `json:"status"`
+	Database      string `json:"database"`
+	Realtime      any    `json:"realtime"`
+	Version       string `json:"version"`
+	UptimeSeconds int64  `json:"uptime_seconds"`
+}
+
+func (h *Health) handle(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	rep := healthReport{Status: "ok", Database: "ok", Realtime: "disabled", Version: version.Version,
+		UptimeSeconds: int64(time.Since(h.Started).Seconds())}
+	if h.Realtime != nil {
+		rep.Realtime = h.Realtime()
+	}
+	status := http.StatusOK
+	if err := h.Pool.Ping(ctx); err != nil {
+		rep.Status, rep.Database, status = "unavailable", "unreachable", http.StatusServiceUnavailable
+	}
+	return c.JSON(status, rep)
+}

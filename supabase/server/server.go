@@ -1,0 +1,169 @@
+// Package server is animesync's composition root: configuration → database
+// pool → migrations → gateway and functions → background work, run under one
+// errgroup until the context ends, then shut down gracefully.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/animesync/animesync/functions"
+	"github.com/animesync/animesync/migrations"
+	"github.com/animesync/animesync/shared/auth"
+	"github.com/animesync/animesync/shared/config"
+	"github.com/animesync/animesync/shared/db"
+	"github.com/animesync/animesync/supabase"
+	"github.com/animesync/animesync/supabase/gateway"
+)
+
+// Server is a running animesync.
+type Server struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	pool     *pgxpool.Pool
+	verifier *auth.Verifier
+	echo     *echo.Echo
+}
+
+// Options tune New.
+type Options struct {
+	// Migrate applies pending migrations before serving.
+	Migrate bool
+	// Listener, when set, is served instead of listening on cfg.Addr().
+	Listener net.Listener
+}
+
+// New connects, migrates and assembles everything; it serves nothing yet.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) (*Server, error) {
+	if cfg.DBURL == "" {
+		return nil, errors.New("no database configured: set SUPABASE_DB_URL (or DATABASE_URL), or run scripts/dev to start a local one")
+	}
+	pool, err := db.Open(ctx, cfg.DBURL, cfg.DatabaseStartupRetryUntil)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, pool: pool}
+	if opts.Migrate {
+		n, err := migrations.Up(ctx, db.SQLDB(pool), nil)
+		if err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("migrate %s: %w", db.Describe(cfg.DBURL), err)
+		}
+		log.Info("migrations applied", "count", n)
+	}
+	jwks, err := auth.LoadJWKS(ctx, cfg.JWKSFile, cfg.JWKSURL)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	settings, err := FunctionSettings(cfg)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s.verifier = NewVerifier(cfg, jwks)
+	s.echo = NewRouter(Components{Pool: pool, Config: cfg, Logger: log, Verifier: s.verifier, Settings: settings})
+	return s, nil
+}
+
+// NewVerifier checks keys and tokens with the configured secrets.
+func NewVerifier(cfg *config.Config, jwks auth.KeySet) *auth.Verifier {
+	return auth.NewVerifier(auth.VerifierConfig{
+		JWTSecret: cfg.JWTSecret, PublishableKey: cfg.PublishableKey, SecretKey: cfg.SecretKey, JWKS: jwks,
+	})
+}
+
+// Components are the parts NewRouter wires together.
+type Components struct {
+	Pool     *pgxpool.Pool
+	Config   *config.Config
+	Logger   *slog.Logger
+	Verifier *auth.Verifier
+	Settings map[string]config.FunctionSettings
+	// Now is the clock the functions use; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewRouter builds the HTTP router from its parts; tests use it with a
+// database of their own.
+func NewRouter(c Components) *echo.Echo {
+	deps := &functions.Deps{Pool: c.Pool, Cfg: c.Config, Tokens: c.Verifier, Log: c.Logger, Now: c.Now}
+	return gateway.New(gateway.Options{
+		Functions: functions.Registry(deps),
+		Settings:  c.Settings,
+		Verifier:  c.Verifier,
+		Config:    c.Config,
+		Logger:    c.Logger,
+		Health:    &gateway.Health{Pool: c.Pool, Started: time.Now()},
+	})
+}
+
+// FunctionSettings reads [functions.*] of supabase/config.toml: the file
+// ANIMESYNC_FUNCTIONS_CONFIG names, else ./supabase/config.toml when run
+// from a project checkout, else the copy built into the binary.
+func FunctionSettings(cfg *config.Config) (map[string]config.FunctionSettings, error) {
+	data := supabase.ConfigTOML
+	path := cfg.FunctionsConfig
+	if path == "" {
+		if _, err := os.Stat("supabase/config.toml"); err == nil {
+			path = "supabase/config.toml"
+		}
+	}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read functions config: %w", err)
+		}
+		data = b
+	}
+	return config.ParseFunctionSettings(data)
+}
+
+// Handler is the HTTP handler, for tests.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Pool is the database pool.
+func (s *Server) Pool() *pgxpool.Pool { return s.pool }
+
+// Run serves until ctx ends, then shuts down within cfg.ShutdownTimeout.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	defer s.pool.Close()
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.cfg.Addr()); err != nil {
+			return fmt.Errorf("listen on %s: %w", s.cfg.Addr(), err)
+		}
+	}
+	srv := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		s.log.Info("serving", "addr", ln.Addr().String())
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		s.log.Info("shutting down")
+		return srv.Shutdown(shutdownCtx)
+	})
+	return g.Wait()
+}
