@@ -40,6 +40,7 @@ Usage:
                                           apply pending migrations
   animesync migration list [--db-url URL] [-o json]
                                           local and applied migrations, like supabase migration list
+  animesync status                        URLs and keys clients need, like supabase status
   animesync version                       print the version
 
 Configuration comes from the environment; see README.md.
@@ -82,6 +83,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return dbPush(ctx, rest, out)
 	case "migration list":
 		return migrationList(ctx, rest, out)
+	case "status":
+		return status(out)
 	case "version", "--version", "-v":
 		fmt.Fprintln(out, "animesync", version.Version)
 		return nil
@@ -261,4 +264,36 @@ func migrationList(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(tw, "  %s\t|\t%s\t|\t%s\n", e.Local, e.Remote, e.Time)
 	}
 	return tw.Flush()
+}
+
+// status prints what a client needs to reach this configuration, the way
+// `supabase status` does for a local stack.
+func status(out io.Writer) error {
+	cfg, err := config.FromEnv(os.Getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	host := cfg.Host
+	if host == "0.0.0.0" || host == "" {
+		host = "127.0.0.1"
+	}
+	api := fmt.Sprintf("http://%s:%d", host, cfg.Port)
+	dbURL := "(not configured)"
+	if cfg.DBURL != "" {
+		dbURL = cfg.DBURL
+	}
+	for _, kv := range [][2]string{
+		{"API URL", api},
+		{"Functions URL", api + "/functions/v1"},
+		{"Realtime URL", "ws://" + strings.TrimPrefix(api, "http://") + "/realtime/v1"},
+		{"DB URL", dbURL},
+		{"JWT secret", cfg.JWTSecret},
+		{"Publishable key", cfg.PublishableKey},
+		{"Secret key", cfg.SecretKey},
+		{"anon key", cfg.AnonKey},
+		{"service_role key", cfg.ServiceRoleKey},
+	} {
+		fmt.Fprintf(out, "%17s: %s\n", kv[0], kv[1])
+	}
+	return nil
 }

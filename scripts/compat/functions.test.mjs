@@ -11,8 +11,10 @@ const anonKey = process.env.SUPABASE_ANON_KEY ??
   'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0'
 const publishableKey = process.env.SUPABASE_PUBLISHABLE_KEY ?? 'sb_publishable_ACJWlzQHlZjBrEguHvfOxg_3BJgxAaH'
 
-// Node 20 has no global WebSocket: hand realtime-js the ws package.
-const client = (key) => createClient(url, key, { realtime: { transport: WebSocket } })
+// Node 20 has a global WebSocket only with --experimental-websocket; without
+// it, realtime-js needs the ws package or createClient throws.
+const transport = globalThis.WebSocket ? undefined : WebSocket
+const client = (key) => createClient(url, key, { realtime: { transport } })
 const supabase = client(anonKey)
 const run = `${process.pid}${Date.now() % 100000}`
 
