@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/animesync/animesync/migrations"
+	"github.com/animesync/animesync/shared/dbtest"
+)
+
+func TestServeWithUnreachableDatabaseFailsWithOneClearLine(t *testing.T) {
+	t.Setenv("SUPABASE_DB_URL", "postgres://app:secret-password@127.0.0.1:1/platform?sslmode=disable")
+	t.Setenv("DATABASE_STARTUP_TIMEOUT", "1ms")
+	t.Setenv("LOG_LEVEL", "error")
+	err := run(context.Background(), []string{"serve"}, &bytes.Buffer{})
+	if err == nil {
+		t.Fatal("serve started without a database")
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "\n") || !strings.Contains(msg, "127.0.0.1:1/platform") || !strings.Contains(msg, "unreachable") {
+		t.Errorf("message %q: want one line naming the host and what to do", msg)
+	}
+	if strings.Contains(msg, "secret-password") {
+		t.Errorf("message leaks the password: %q", msg)
+	}
+}
+
+func TestServeWithoutDatabase(t *testing.T) {
+	t.Setenv("SUPABASE_DB_URL", "")
+	t.Setenv("DATABASE_URL", "")
+	err := run(context.Background(), []string{"serve"}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "SUPABASE_DB_URL") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestUnknownCommandIsAUsageError(t *testing.T) {
+	err := run(context.Background(), []string{"deploy"}, &bytes.Buffer{})
+	if _, ok := err.(usageError); !ok {
+		t.Fatalf("err = %#v", err)
+	}
+}
+
+func TestFunctionsList(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"functions", "list", "-o", "json"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Functions []struct {
+			Name      string   `json:"name"`
+			Path      string   `json:"path"`
+			Aliases   []string `json:"aliases"`
+			VerifyJWT bool     `json:"verify_jwt"`
+			Methods   []string `json:"methods"`
+		} `json:"functions"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]int{}
+	for i, f := range got.Functions {
+		byName[f.Name] = i
+		if f.Path != "/functions/v1/"+f.Name || f.VerifyJWT {
+			t.Errorf("%+v: want its path and verify_jwt false from supabase/config.toml", f)
+		}
+	}
+	create, ok := byName["rooms-create"]
+	if !ok || strings.Join(got.Functions[create].Aliases, ",") != "/functions/v1/rooms/create-realtime" {
+		t.Errorf("rooms-create missing or without its alias: %s", out.String())
+	}
+	if list, ok := byName["rooms-list-public"]; !ok || strings.Join(got.Functions[list].Methods, ",") != "GET,POST" {
+		t.Errorf("rooms-list-public methods: %s", out.String())
+	}
+}
+
+func TestDBPushAndMigrationList(t *testing.T) {
+	if dbtest.AdminURL() == "" {
+		t.Skip("needs TEST_DATABASE_URL")
+	}
+	db := dbtest.New(t) // already migrated from the template: push applies nothing
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"db", "push", "--db-url", db.URL}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "up to date") {
+		t.Errorf("db push on a migrated database: %q", out.String())
+	}
+	files, _ := migrations.Files()
+	out.Reset()
+	if err := run(context.Background(), []string{"migration", "list", "--db-url", db.URL, "-o", "json"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Migrations []migrations.Entry `json:"migrations"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Migrations) != len(files) {
+		t.Fatalf("%d entries for %d files: %s", len(list.Migrations), len(files), out.String())
+	}
+	for _, e := range list.Migrations {
+		if e.Local == "" || e.Local != e.Remote {
+			t.Errorf("entry %+v: want applied", e)
+		}
+	}
+}
