@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -17,9 +18,6 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/animesync/animesync/functions"
 	"github.com/animesync/animesync/migrations"
@@ -168,24 +166,24 @@ func functionsList(args []string, out io.Writer) error {
 	return tw.Flush()
 }
 
-// openForMigrations connects to --db-url, else the configured database.
-func openForMigrations(ctx context.Context, dbURL string) (*pgx.ConnConfig, error) {
+// migrationDB connects the migration verbs to --db-url, else the configured database.
+func migrationDB(ctx context.Context, dbURL string) (*sql.DB, func(), error) {
 	if dbURL == "" {
 		cfg, err := config.FromEnv(os.Getenv)
 		if err != nil {
-			return nil, fmt.Errorf("configuration: %w", err)
+			return nil, nil, fmt.Errorf("configuration: %w", err)
 		}
 		dbURL = cfg.DBURL
 	}
 	if dbURL == "" {
-		return nil, errors.New("no database: pass --db-url or set SUPABASE_DB_URL")
+		return nil, nil, errors.New("no database: pass --db-url or set SUPABASE_DB_URL")
 	}
 	pool, err := db.Open(ctx, dbURL, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	pool.Close()
-	return pgx.ParseConfig(dbURL)
+	sqlDB := db.SQLDB(pool)
+	return sqlDB, func() { sqlDB.Close(); pool.Close() }, nil
 }
 
 func dbPush(ctx context.Context, args []string, out io.Writer) error {
@@ -195,12 +193,11 @@ func dbPush(ctx context.Context, args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
-	connCfg, err := openForMigrations(ctx, *dbURL)
+	sqlDB, closeDB, err := migrationDB(ctx, *dbURL)
 	if err != nil {
 		return err
 	}
-	sqlDB := stdlib.OpenDB(*connCfg)
-	defer sqlDB.Close()
+	defer closeDB()
 	p, err := migrations.NewProvider(sqlDB, nil)
 	if err != nil {
 		return err
@@ -244,12 +241,11 @@ func migrationList(ctx context.Context, args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
-	connCfg, err := openForMigrations(ctx, *dbURL)
+	sqlDB, closeDB, err := migrationDB(ctx, *dbURL)
 	if err != nil {
 		return err
 	}
-	sqlDB := stdlib.OpenDB(*connCfg)
-	defer sqlDB.Close()
+	defer closeDB()
 	entries, err := migrations.Status(ctx, sqlDB)
 	if err != nil {
 		return err
