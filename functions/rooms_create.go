@@ -17,21 +17,12 @@ import (
 // rooms-create: a new room with the caller as host and first member.
 func (d *Deps) roomsCreate(c echo.Context) error {
 	var req roomsCreateRequest
-	if err := api.Bind(c, &req); err != nil {
+	if err := parse(c, &req); err != nil {
 		return err
 	}
-	host, err := resolveUser(c, "host_user_id", req.HostUserID)
-	if err != nil {
-		return err
-	}
-	req.HostUserID = host
-	if err := req.validate(); err != nil {
-		return err
-	}
-
 	ctx := c.Request().Context()
 	var res roomsCreateResponse
-	err = db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
 		if err := ratelimit.Take(ctx, tx, ratelimit.RoomCreation, req.HostUserID, d.Cfg.RoomCreationLimit); err != nil {
 			return err
 		}
@@ -113,6 +104,8 @@ type roomsCreateRequest struct {
 	MaxMembers    *int   `json:"max_members"`
 	HostAvatarURL string `json:"host_avatar_url"`
 }
+
+func (r *roomsCreateRequest) caller() (string, *string) { return "host_user_id", &r.HostUserID }
 
 func (r *roomsCreateRequest) validate() error {
 	var v api.Check

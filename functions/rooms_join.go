@@ -19,24 +19,15 @@ import (
 // rooms-join: become (or stay) a member of a room.
 func (d *Deps) roomsJoin(c echo.Context) error {
 	var req roomsJoinRequest
-	if err := api.Bind(c, &req); err != nil {
+	if err := parse(c, &req); err != nil {
 		return err
 	}
-	user, err := resolveUser(c, "user_id", req.UserID)
-	if err != nil {
-		return err
-	}
-	req.UserID = user
-	if err := req.validate(); err != nil {
-		return err
-	}
-
 	ctx := c.Request().Context()
 	var res roomsJoinResponse
 	// A wrong key must be remembered even though the join fails: the
 	// transaction commits the attempt and the handler answers this error.
 	var refused error
-	err = db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
 		refused = nil
 		room, err := store.GetRoom(ctx, tx, req.RoomID, true)
 		if errors.Is(err, store.ErrNotFound) {
@@ -193,6 +184,8 @@ type roomsJoinRequest struct {
 	AvatarURL string `json:"avatar_url"`
 	AccessKey string `json:"access_key"`
 }
+
+func (r *roomsJoinRequest) caller() (string, *string) { return "user_id", &r.UserID }
 
 func (r *roomsJoinRequest) validate() error {
 	var v api.Check

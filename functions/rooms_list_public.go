@@ -13,10 +13,7 @@ import (
 // rooms-list-public: public rooms that have members, filtered, sorted, paged.
 func (d *Deps) roomsListPublic(c echo.Context) error {
 	var req roomsListPublicRequest
-	if err := api.Bind(c, &req); err != nil {
-		return err
-	}
-	if err := req.validate(); err != nil {
+	if err := parse(c, &req); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
