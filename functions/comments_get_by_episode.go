@@ -24,29 +24,15 @@ func (d *Deps) commentsGetByEpisode(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 
-	// $1..$3 are the visibility parameters (see commentVisibility).
-	vis, args := commentVisibility(auth.FromContext(ctx))
-	args = append(args, req.AnimeID, *req.EpisodeNumber, nullIfEmpty(req.RoomID))
-	where := `where anime_id = $4 and episode_number = $5 and parent_id is null
-		and ($6::text is null or room_id = $6) and ` + vis
-	// Every order ends in id, so equal timestamps still have one order and
-	// pages neither repeat nor skip an anchor.
-	order := `order by created_at desc, id desc`
-	switch req.Sort {
-	case "oldest":
-		order = `order by created_at, id`
-	case "video_time":
-		order = `order by video_timestamp nulls last, created_at, id`
-	}
+	countSQL, listSQL, args := episodeAnchorsQueries(&req, auth.FromContext(ctx))
 
 	res := commentsGetByEpisodeResponse{Comments: []anchorWithReplies{}}
 	// One snapshot for the total, the page and its replies, so they agree.
 	err := pgx.BeginTxFunc(ctx, d.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `select count(*) from public.comments `+where, args...).Scan(&res.Pagination.Total); err != nil {
+		if err := tx.QueryRow(ctx, countSQL, args...).Scan(&res.Pagination.Total); err != nil {
 			return fmt.Errorf("comments-get-by-episode: count anchors: %w", err)
 		}
-		rows, err := tx.Query(ctx, `select `+store.CommentColumns+` from public.comments `+where+` `+order+` limit $7 offset $8`,
-			append(args, req.limit(), req.offset())...)
+		rows, err := tx.Query(ctx, listSQL, append(args, req.limit(), req.offset())...)
 		if err != nil {
 			return fmt.Errorf("comments-get-by-episode: list anchors: %w", err)
 		}
@@ -71,8 +57,48 @@ func (d *Deps) commentsGetByEpisode(c echo.Context) error {
 	return api.OK(c, res)
 }
 
+// episodeAnchorsQueries are the count and the page query of the episode's
+// visible anchors, and their shared arguments; the page query takes limit
+// and offset as the two arguments after those. Both run on the partial
+// anchor indexes (comments_episode_anchors_idx for newest and oldest,
+// comments_episode_anchors_video_idx for video_time).
+func episodeAnchorsQueries(req *commentsGetByEpisodeRequest, claims *auth.Claims) (count, list string, args []any) {
+	// $1..$3 are the visibility parameters (see commentVisibility).
+	vis, args := commentVisibility(claims)
+	args = append(args, req.AnimeID, *req.EpisodeNumber, nullIfEmpty(req.RoomID))
+	where := `where anime_id = $4 and episode_number = $5 and parent_id is null
+		and ($6::text is null or room_id = $6) and ` + vis
+	// Every order ends in id, so equal timestamps still have one order and
+	// pages neither repeat nor skip an anchor.
+	order := `order by created_at desc, id desc`
+	switch req.Sort {
+	case "oldest":
+		order = `order by created_at, id`
+	case "video_time":
+		order = `order by video_timestamp nulls last, created_at, id`
+	}
+	count = `select count(*) from public.comments ` + where
+	list = `select ` + store.CommentColumns + ` from public.comments ` + where + ` ` + order + ` limit $7 offset $8`
+	return count, list, args
+}
+
+// firstRepliesQuery reads, for an array of anchor ids ($4) up to $5
+// replies each, oldest first: a lateral top-N per thread on
+// comments_thread_idx. args holds $1..$3.
+func firstRepliesQuery(claims *auth.Claims) (string, []any) {
+	vis, args := commentVisibility(claims)
+	return `
+		select r.* from unnest($4::uuid[]) as a(anchor_id)
+		cross join lateral (
+			select ` + store.CommentColumns + ` from public.comments
+			 where thread_id = a.anchor_id and ` + vis + `
+			 order by created_at, id
+			 limit $5
+		) r`, args
+}
+
 // firstReplies reads up to limit replies of each anchor, oldest first, in
-// one query: a lateral top-N per thread on comments_thread_idx.
+// one query (firstRepliesQuery).
 func (d *Deps) firstReplies(ctx context.Context, tx pgx.Tx, anchors []*store.Comment, limit int) (map[string][]*store.Comment, error) {
 	out := make(map[string][]*store.Comment, len(anchors))
 	if limit == 0 || len(anchors) == 0 {
@@ -82,15 +108,8 @@ func (d *Deps) firstReplies(ctx context.Context, tx pgx.Tx, anchors []*store.Com
 	for i, a := range anchors {
 		ids[i] = a.ID
 	}
-	vis, args := commentVisibility(auth.FromContext(ctx))
-	rows, err := tx.Query(ctx, `
-		select r.* from unnest($4::uuid[]) as a(anchor_id)
-		cross join lateral (
-			select `+store.CommentColumns+` from public.comments
-			 where thread_id = a.anchor_id and `+vis+`
-			 order by created_at, id
-			 limit $5
-		) r`, append(args, ids, limit)...)
+	q, args := firstRepliesQuery(auth.FromContext(ctx))
+	rows, err := tx.Query(ctx, q, append(args, ids, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("comments-get-by-episode: list replies: %w", err)
 	}

@@ -47,11 +47,11 @@ func (d *Deps) commentsGetHistory(c echo.Context) error {
 // historyQuery is the analytics query for req and its arguments.
 //
 // The filter is built from only the conditions present, so that each
-// variant gets a plan that uses comments_history_idx's key (anime, episode,
-// created_at) rather than a generic "$n is null or …" plan. The filtered
-// rows are read once, in an index-only scan, and one GROUPING SETS pass
-// produces the totals, per-episode, per-30-s, per-hour and per-user counts;
-// the JSON is assembled from those groups. Only the top users' latest
+// variant gets a plan on the index that fits it (comments_history_idx for
+// anime and episode, comments_anime_created_idx for a narrow window,
+// comments_anime_user_recent_idx for one user) rather than a generic
+// "$n is null or …" plan. The filtered rows are read once, and one hashed
+// GROUPING SETS pass produces the groups every section is assembled from. Only the top users' latest
 // usernames are looked up afterwards, a few probes of
 // comments_anime_user_recent_idx.
 func historyQuery(req *commentsGetHistoryRequest) (string, []any) {
@@ -76,9 +76,13 @@ func historyQuery(req *commentsGetHistoryRequest) (string, []any) {
 	if !req.until.IsZero() {
 		add("created_at < ?", req.until)
 	}
-	// grouping(episode_number, video_second, hour, user_id) has a bit set
-	// for each column a row is NOT grouped by: 15 is the grand total, 7 per
-	// episode, 11 per 30-s bucket, 13 per hour, 14 per user.
+	// One pass of hash aggregation over the filtered rows groups them three
+	// ways at once: per (episode, user), per 30-s bucket and per hour.
+	// grouping(...) has a bit set for each column a row is NOT grouped by:
+	// 3 marks (episode, user) rows, 13 buckets, 14 hours. Totals, episodes
+	// and top users are sums over the (episode, user) rows, and distinct
+	// users are counted by counting those rows, so no aggregate needs
+	// DISTINCT (which would force a sort of every row per grouping).
 	q := fmt.Sprintf(`
 with f as (
 	select episode_number, user_id, parent_id is null as is_anchor,
@@ -88,33 +92,37 @@ with f as (
 	  from public.comments
 	 where %[2]s
 ), g as (
-	select grouping(episode_number, video_second, hour, user_id) as grp,
-	       episode_number, video_second, hour, user_id,
+	select grouping(episode_number, user_id, video_second, hour) as grp,
+	       episode_number, user_id, video_second, hour,
 	       count(*) as comments,
 	       count(*) filter (where is_anchor) as anchors,
-	       count(distinct user_id) as unique_users,
 	       max(created_at) as last_comment_at
 	  from f
-	 group by grouping sets ((), (episode_number), (video_second), (hour), (user_id))
+	 group by grouping sets ((episode_number, user_id), (video_second), (hour))
+), eu as (
+	select episode_number, user_id, comments, anchors, last_comment_at from g where grp = 3
 )
 select json_build_object(
-	'totals', (select json_build_object('comments', comments, 'anchors', anchors,
-	                                    'replies', comments - anchors, 'unique_users', unique_users)
-	             from g where grp = 15),
+	'totals', (select json_build_object('comments', coalesce(sum(comments), 0), 'anchors', coalesce(sum(anchors), 0),
+	                                    'replies', coalesce(sum(comments - anchors), 0),
+	                                    'unique_users', count(distinct user_id))
+	             from eu),
 	'per_episode', (select coalesce(json_agg(json_build_object('episode_number', episode_number,
 	                   'comments', comments, 'unique_users', unique_users, 'last_comment_at', last_comment_at)
 	                   order by episode_number), '[]')
-	                  from g where grp = 7),
+	                  from (select episode_number, sum(comments) as comments, count(*) as unique_users,
+	                               max(last_comment_at) as last_comment_at
+	                          from eu group by episode_number) e),
 	'hot_moments', (select coalesce(json_agg(json_build_object('video_second', video_second, 'comments', comments)
 	                   order by comments desc, video_second), '[]')
 	                  from (select video_second, comments from g
-	                         where grp = 11 and video_second is not null
+	                         where grp = 13 and video_second is not null
 	                         order by comments desc, video_second limit %[3]d) h),
 	'timeline', (select coalesce(json_agg(json_build_object('hour', hour, 'comments', comments) order by hour), '[]')
-	               from (select hour, comments from g where grp = 13 order by hour desc limit %[4]d) t),
+	               from (select hour, comments from g where grp = 14 order by hour desc limit %[4]d) t),
 	'top_users', (select coalesce(json_agg(json_build_object('user_id', t.user_id, 'username', u.username,
 	                 'comments', t.comments) order by t.comments desc, t.user_id), '[]')
-	                from (select user_id, comments from g where grp = 14
+	                from (select user_id, sum(comments) as comments from eu group by user_id
 	                       order by comments desc, user_id limit %[5]d) t
 	                cross join lateral (
 	                  select c.username from public.comments c
