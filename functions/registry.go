@@ -33,5 +33,8 @@ func Registry(d *Deps) []Function {
 		{Name: "rooms-create", Methods: write, VerifyJWT: true, Aliases: []string{"rooms/create-realtime"}, Handler: d.roomsCreate},
 		{Name: "rooms-join", Methods: write, VerifyJWT: true, Handler: d.roomsJoin},
 		{Name: "rooms-list-public", Methods: read, VerifyJWT: true, Handler: d.roomsListPublic},
+		{Name: "comments-create", Methods: write, VerifyJWT: true, Handler: d.commentsCreate},
+		{Name: "comments-get-by-episode", Methods: read, VerifyJWT: true, Handler: d.commentsGetByEpisode},
+		{Name: "comments-get-history", Methods: read, VerifyJWT: true, Handler: d.commentsGetHistory},
 	}
 }
