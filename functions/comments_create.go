@@ -26,21 +26,13 @@ const maxCommentDepth = 5
 // viewers; the database trigger moves the anchor's and parent's reply_count.
 func (d *Deps) commentsCreate(c echo.Context) error {
 	var req commentsCreateRequest
-	if err := api.Bind(c, &req); err != nil {
-		return err
-	}
-	user, err := resolveUser(c, "user_id", req.UserID)
-	if err != nil {
-		return err
-	}
-	req.UserID = user
-	if err := req.validate(); err != nil {
+	if err := parse(c, &req); err != nil {
 		return err
 	}
 
 	ctx := c.Request().Context()
 	var comment *store.Comment
-	err = db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
 		if req.RoomID != "" {
 			if err := checkCommentRoom(ctx, tx, &req); err != nil {
 				return err
@@ -171,6 +163,8 @@ type commentsCreateRequest struct {
 	VideoTimestamp *float64 `json:"video_timestamp"`
 	ParentID       string   `json:"parent_id"`
 }
+
+func (r *commentsCreateRequest) caller() (string, *string) { return "user_id", &r.UserID }
 
 func (r *commentsCreateRequest) validate() error {
 	var v api.Check

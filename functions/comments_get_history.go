@@ -25,10 +25,7 @@ const (
 // comments-get-history: comment analytics for an anime, in one SQL query.
 func (d *Deps) commentsGetHistory(c echo.Context) error {
 	var req commentsGetHistoryRequest
-	if err := api.Bind(c, &req); err != nil {
-		return err
-	}
-	if err := req.validate(); err != nil {
+	if err := parse(c, &req); err != nil {
 		return err
 	}
 	var raw []byte
