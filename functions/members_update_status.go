@@ -39,21 +39,20 @@ func (d *Deps) membersUpdateStatus(c echo.Context) error {
 		// queue every member's report behind the others and behind the host.
 		var prevStatus *string
 		var prevPlaying *bool
-		var isMember bool
+		var isMember *bool
 		room, err := store.ScanRoomWith(tx.QueryRow(ctx, `
-			select `+store.RoomColumns+`, m.found, m.sync_status, m.is_playing
-			  from public.rooms
+			select r.*, m.found, m.sync_status, m.is_playing
+			  from (select `+store.RoomColumns+` from public.rooms where room_id = $1) r
 			  left join lateral (select true as found, sync_status, is_playing
 			                       from public.room_members
-			                      where room_id = $1 and user_id = $2) m on true
-			 where room_id = $1`, req.RoomID, req.UserID), &isMember, &prevStatus, &prevPlaying)
+			                      where room_id = $1 and user_id = $2) m on true`, req.RoomID, req.UserID), &isMember, &prevStatus, &prevPlaying)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return api.RoomNotFound(req.RoomID)
 		}
 		if err != nil {
 			return fmt.Errorf("members-update-status: read room %s: %w", req.RoomID, err)
 		}
-		if !isMember {
+		if isMember == nil {
 			return notAMember(req.RoomID, req.UserID)
 		}
 		isHost := room.HostUserID == req.UserID
