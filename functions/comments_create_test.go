@@ -54,16 +54,6 @@ func mustComment(t *testing.T, api *servertest.API, body map[string]any) map[str
 	return res.Data(t)["comment"].(map[string]any)
 }
 
-// mustRoom creates a room (public unless told) and returns its id.
-func mustRoom(t *testing.T, api *servertest.API, overrides ...map[string]any) string {
-	t.Helper()
-	res := api.Post("rooms-create", aotRoom(overrides...))
-	if res.Status != http.StatusCreated {
-		t.Fatalf("rooms-create: status %d: %s", res.Status, res.Body)
-	}
-	return res.Data(t)["room"].(map[string]any)["room_id"].(string)
-}
-
 // commentRow reads what the database stored, bypassing the functions.
 func commentRow(t *testing.T, api *servertest.API, id string) (message string, replyCount, depth int, roomID *string) {
 	t.Helper()
@@ -286,8 +276,8 @@ func TestCommentsCreateValidation(t *testing.T) {
 
 func TestCommentsCreateRoomMembership(t *testing.T) {
 	api := commentsAPI(t)
-	room := mustRoom(t, api)
-	otherEpisode := mustRoom(t, api, map[string]any{"episode_number": 2})
+	room := roomID(t, api)
+	otherEpisode := roomID(t, api, map[string]any{"episode_number": 2})
 
 	res := api.Post("comments-create", aotComment(map[string]any{"room_id": room, "user_id": "stranger"}))
 	if res.Status != http.StatusForbidden || res.ErrorCode(t) != "NOT_A_MEMBER" {

@@ -163,7 +163,7 @@ func TestCommentsGetByEpisodeReplies(t *testing.T) {
 // shown only to holders of its realtime_token (as the comments_read policy).
 func TestCommentsGetByEpisodeRooms(t *testing.T) {
 	api := commentsAPI(t)
-	public := mustRoom(t, api)
+	public := roomID(t, api)
 	res := api.Post("rooms-create", aotRoom(map[string]any{"is_public": false, "host_user_id": "secret-host"}))
 	if res.Status != http.StatusCreated {
 		t.Fatalf("private room: %d %s", res.Status, res.Body)

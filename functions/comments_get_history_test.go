@@ -17,7 +17,7 @@ var historyT0 = time.Date(2026, 11, 26, 19, 0, 0, 0, time.UTC)
 // in TestCommentsGetHistory) and returns the room it used.
 func seedHistory(t *testing.T, api *servertest.API) string {
 	t.Helper()
-	room := mustRoom(t, api)
+	room := roomID(t, api)
 	ctx := context.Background()
 	ins := func(episode int, user, username string, video any, at time.Duration, roomID any, parent any) string {
 		t.Helper()

@@ -32,9 +32,15 @@ func Registry(d *Deps) []Function {
 	return []Function{
 		{Name: "rooms-create", Methods: write, VerifyJWT: true, Aliases: []string{"rooms/create-realtime"}, Handler: d.roomsCreate},
 		{Name: "rooms-join", Methods: write, VerifyJWT: true, Handler: d.roomsJoin},
+		{Name: "rooms-leave", Methods: write, VerifyJWT: true, Handler: d.roomsLeave},
+		{Name: "rooms-delete", Methods: write, VerifyJWT: true, Handler: d.roomsDelete},
 		{Name: "rooms-list-public", Methods: read, VerifyJWT: true, Handler: d.roomsListPublic},
+		{Name: "sync-control", Methods: write, VerifyJWT: true, Aliases: []string{"sync/control"}, Handler: d.syncControl},
+		{Name: "sync-get-host-time", Methods: read, VerifyJWT: true, Handler: d.syncGetHostTime},
 		{Name: "comments-create", Methods: write, VerifyJWT: true, Handler: d.commentsCreate},
 		{Name: "comments-get-by-episode", Methods: read, VerifyJWT: true, Handler: d.commentsGetByEpisode},
 		{Name: "comments-get-history", Methods: read, VerifyJWT: true, Handler: d.commentsGetHistory},
+		{Name: "members-get-list", Methods: read, VerifyJWT: true, Handler: d.membersGetList},
+		{Name: "members-update-status", Methods: write, VerifyJWT: true, Handler: d.membersUpdateStatus},
 	}
 }

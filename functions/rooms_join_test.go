@@ -14,15 +14,22 @@ import (
 )
 
 // createRoom makes a room and returns its id and (for a private room) key.
-func createRoom(t *testing.T, api *servertest.API, overrides ...map[string]any) (string, string) {
-	t.Helper()
+func createRoom(tb testing.TB, api *servertest.API, overrides ...map[string]any) (string, string) {
+	tb.Helper()
 	res := api.Post("rooms-create", aotRoom(overrides...))
 	if res.Status != http.StatusCreated {
-		t.Fatalf("rooms-create: %d %s", res.Status, res.Body)
+		tb.Fatalf("rooms-create: %d %s", res.Status, res.Body)
 	}
-	d := res.Data(t)
+	d := res.Data(tb)
 	key, _ := d["access_key"].(string)
 	return d["room"].(map[string]any)["room_id"].(string), key
+}
+
+// roomID makes a room and returns its id.
+func roomID(tb testing.TB, api *servertest.API, overrides ...map[string]any) string {
+	tb.Helper()
+	id, _ := createRoom(tb, api, overrides...)
+	return id
 }
 
 func join(api *servertest.API, roomID, user string, extra ...map[string]any) *servertest.Response {

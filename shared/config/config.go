@@ -62,6 +62,7 @@ type Config struct {
 	PresenceInterval          time.Duration
 	SyncLeadTime              time.Duration
 	HostSilenceGrace          time.Duration
+	HostSweepInterval         time.Duration
 	RoomCreationLimit         Limit
 	SyncControlLimit          Limit
 	CommentsLimit             Limit
@@ -107,6 +108,7 @@ func FromEnv(getenv func(string) string) (*Config, error) {
 		PresenceInterval:          r.duration("PRESENCE_INTERVAL", 3*time.Second),
 		SyncLeadTime:              r.duration("SYNC_LEAD_TIME", 300*time.Millisecond),
 		HostSilenceGrace:          r.duration("HOST_SILENCE_GRACE", 60*time.Second),
+		HostSweepInterval:         r.duration("HOST_SWEEP_INTERVAL", 5*time.Second),
 		RoomCreationLimit:         r.limit("RATE_LIMIT_ROOM_CREATION", Limit{10, time.Hour}),
 		SyncControlLimit:          r.limit("RATE_LIMIT_SYNC_CONTROL", Limit{2, time.Second}),
 		CommentsLimit:             r.limit("RATE_LIMIT_COMMENTS", Limit{5, time.Minute}),

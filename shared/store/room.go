@@ -85,3 +85,17 @@ func GetRoom(ctx context.Context, q Querier, roomID string, forUpdate bool) (*Ro
 	}
 	return r, nil
 }
+
+// ScanRoomWith reads a row selected with RoomColumns followed by extra
+// columns, scanned into extra.
+func ScanRoomWith(row pgx.Row, extra ...any) (*Room, error) {
+	var r Room
+	dest := []any{&r.RoomID, &r.Title, &r.AnimeID, &r.AnimeTitle, &r.EpisodeNumber, &r.VideoURL,
+		&r.HostUserID, &r.HostUsername, &r.IsPublic, &r.MaxMembers, &r.MemberCount,
+		&r.CurrentTime, &r.IsPlaying, &r.PlaybackRate, &r.SyncVersion,
+		&r.CreatedAt, &r.UpdatedAt, &r.LastActivityAt, &r.ExecuteAt}
+	if err := row.Scan(append(dest, extra...)...); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}

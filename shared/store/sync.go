@@ -165,3 +165,20 @@ func Classify(drift float64, previous string, p SyncPolicy) string {
 }
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// ReportDrift is the drift and status to store for a position report made
+// at now: the reported position minus where the host's video is at that
+// moment, classified with hysteresis against the previously stored status.
+// The host is the reference: its drift is 0 and it is synced by definition.
+func ReportDrift(position float64, isHost bool, host HostState, now time.Time, previous *string, p SyncPolicy) (*float64, *string) {
+	drift, status := 0.0, StatusSynced
+	if !isHost {
+		prev := ""
+		if previous != nil {
+			prev = *previous
+		}
+		drift = round3(position - host.PositionAt(now))
+		status = Classify(drift, prev, p)
+	}
+	return &drift, &status
+}

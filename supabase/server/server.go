@@ -23,6 +23,7 @@ import (
 	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/shared/db"
 	"github.com/animesync/animesync/supabase"
+	"github.com/animesync/animesync/supabase/cleanup"
 	"github.com/animesync/animesync/supabase/gateway"
 )
 
@@ -33,6 +34,7 @@ type Server struct {
 	pool     *pgxpool.Pool
 	verifier *auth.Verifier
 	echo     *echo.Echo
+	sweeper  *cleanup.Sweeper
 }
 
 // Options tune New.
@@ -68,6 +70,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	}
 	settings, err := FunctionSettings(cfg)
 	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if s.sweeper, err = cleanup.New(pool, cfg, log, nil); err != nil {
 		pool.Close()
 		return nil, err
 	}
@@ -158,6 +164,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		}
 		return nil
 	})
+	// Host liveness and cleanup sweeps; with several processes on one
+	// database each scheduled run happens in one of them.
+	g.Go(func() error { return s.sweeper.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
