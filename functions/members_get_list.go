@@ -15,10 +15,7 @@ import (
 // from the host, with a summary and the host state.
 func (d *Deps) membersGetList(c echo.Context) error {
 	var req membersGetListRequest
-	if err := api.Bind(c, &req); err != nil {
-		return err
-	}
-	if err := req.validate(); err != nil {
+	if err := parse(c, &req); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()

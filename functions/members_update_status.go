@@ -19,21 +19,13 @@ import (
 // recorded in sync_states.
 func (d *Deps) membersUpdateStatus(c echo.Context) error {
 	var req membersUpdateStatusRequest
-	if err := api.Bind(c, &req); err != nil {
-		return err
-	}
-	user, err := resolveUser(c, "user_id", req.UserID)
-	if err != nil {
-		return err
-	}
-	req.UserID = user
-	if err := req.validate(); err != nil {
+	if err := parse(c, &req); err != nil {
 		return err
 	}
 
 	ctx := c.Request().Context()
 	var res membersUpdateStatusResponse
-	err = db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
 		// Read the room and the caller's previous report without locks:
 		// reports are the hot path, and taking the room lock here would
 		// queue every member's report behind the others and behind the host.
@@ -133,6 +125,8 @@ type membersUpdateStatusRequest struct {
 	IsPlaying   *bool    `json:"is_playing"`
 	IsBuffering *bool    `json:"is_buffering"`
 }
+
+func (r *membersUpdateStatusRequest) caller() (string, *string) { return "user_id", &r.UserID }
 
 func (r *membersUpdateStatusRequest) validate() error {
 	var v api.Check

@@ -16,20 +16,12 @@ import (
 // stay (room_id becomes null): discussions outlive rooms.
 func (d *Deps) roomsDelete(c echo.Context) error {
 	var req roomMemberRequest
-	if err := api.Bind(c, &req); err != nil {
-		return err
-	}
-	user, err := resolveUser(c, "user_id", req.UserID)
-	if err != nil {
-		return err
-	}
-	req.UserID = user
-	if err := req.validate(); err != nil {
+	if err := parse(c, &req); err != nil {
 		return err
 	}
 
 	ctx := c.Request().Context()
-	err = db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
 		room, err := store.GetRoom(ctx, tx, req.RoomID, true)
 		if errors.Is(err, store.ErrNotFound) {
 			return api.RoomNotFound(req.RoomID)

@@ -18,21 +18,13 @@ import (
 // earliest-joined member, and the last member out deletes the room.
 func (d *Deps) roomsLeave(c echo.Context) error {
 	var req roomMemberRequest
-	if err := api.Bind(c, &req); err != nil {
-		return err
-	}
-	user, err := resolveUser(c, "user_id", req.UserID)
-	if err != nil {
-		return err
-	}
-	req.UserID = user
-	if err := req.validate(); err != nil {
+	if err := parse(c, &req); err != nil {
 		return err
 	}
 
 	ctx := c.Request().Context()
 	var res roomsLeaveResponse
-	err = db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
 		res = roomsLeaveResponse{Left: true}
 		// The room lock first, always: it serialises every membership and
 		// host change of this room, which is what keeps exactly one host.
@@ -90,6 +82,8 @@ type roomMemberRequest struct {
 	RoomID string `json:"room_id"`
 	UserID string `json:"user_id"`
 }
+
+func (r *roomMemberRequest) caller() (string, *string) { return "user_id", &r.UserID }
 
 func (r *roomMemberRequest) validate() error {
 	var v api.Check

@@ -19,21 +19,13 @@ import (
 // the action a lead time ahead so that members can start together.
 func (d *Deps) syncControl(c echo.Context) error {
 	var req syncControlRequest
-	if err := api.Bind(c, &req); err != nil {
-		return err
-	}
-	user, err := resolveUser(c, "user_id", req.UserID)
-	if err != nil {
-		return err
-	}
-	req.UserID = user
-	if err := req.validate(); err != nil {
+	if err := parse(c, &req); err != nil {
 		return err
 	}
 
 	ctx := c.Request().Context()
 	var room *store.Room
-	err = db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
 		// The allowance first: a refused request then costs one cheap
 		// statement and never touches (or broadcasts) the room. The slot is
 		// recorded in this transaction, so a request that fails below
@@ -101,6 +93,8 @@ type syncControlRequest struct {
 	CurrentTime  *float64 `json:"current_time"`
 	PlaybackRate *float64 `json:"playback_rate"`
 }
+
+func (r *syncControlRequest) caller() (string, *string) { return "user_id", &r.UserID }
 
 func (r *syncControlRequest) validate() error {
 	var v api.Check

@@ -162,6 +162,13 @@ func TestSignedInUserOwnsItsIdentity(t *testing.T) {
 	if res.Status != http.StatusForbidden || res.ErrorCode(t) != "IDENTITY_MISMATCH" {
 		t.Fatalf("mismatch: %d %s", res.Status, res.Body)
 	}
+	// Every function whose body names its caller applies the same rule.
+	for _, fn := range []string{"rooms-join", "rooms-leave", "rooms-delete", "sync-control", "comments-create", "members-update-status"} {
+		res := api.Post(fn, map[string]any{"user_id": "someone-else"}, "Authorization", "Bearer "+tok)
+		if res.Status != http.StatusForbidden || res.ErrorCode(t) != "IDENTITY_MISMATCH" {
+			t.Errorf("%s: %d %s", fn, res.Status, res.Body)
+		}
+	}
 	// With verify_jwt off a broken token is ignored: the caller is anonymous.
 	res = api.Post("rooms-create", body, "Authorization", "Bearer broken")
 	if res.Status != http.StatusCreated {
