@@ -174,8 +174,8 @@ func (s *Server) refuse(c echo.Context, status int, text string) error {
 	return c.JSON(status, map[string]string{"error": text})
 }
 
-// handleSocket authenticates and upgrades a socket, then reads it until it
-// ends (this goroutine is the socket's reader).
+// handleSocket authenticates and upgrades a socket and starts its reader
+// and writer.
 func (s *Server) handleSocket(c echo.Context) error {
 	r := c.Request()
 	if s.shuttingDown.Load() {
@@ -199,7 +199,7 @@ func (s *Server) handleSocket(c echo.Context) error {
 		return s.refuse(c, http.StatusUnauthorized, upgradeErrorText(terr))
 	}
 
-	ws, err := websocket.Accept(c.Response(), r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(smallBuffers{c.Response()}, r, &websocket.AcceptOptions{
 		// Sockets authenticate with the apikey parameter, never with
 		// cookies, so cross-origin pages are as safe as same-origin ones;
 		// Supabase accepts every origin too.
@@ -217,11 +217,17 @@ func (s *Server) handleSocket(c echo.Context) error {
 		_ = ws.Close(websocket.StatusServiceRestart, "server restarting")
 		return nil
 	}
+	// The reader runs on a fresh goroutine and the handler returns: the
+	// hijacked socket no longer needs net/http's goroutine, whose stack has
+	// grown through the router and middleware, nor echo's request context.
+	// Idle sockets stay small this way (docs/REALTIME_ARCHITECTURE.md).
 	go cn.writeLoop()
-	cn.readLoop(context.Background())
-	cn.finish(websocket.StatusNormalClosure, "", false)
-	cn.cleanup()
-	s.removeConn(cn)
+	go func() {
+		cn.readLoop(context.Background())
+		cn.finish(websocket.StatusNormalClosure, "", false)
+		cn.cleanup()
+		s.removeConn(cn)
+	}()
 	return nil
 }
 

@@ -12,7 +12,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	_ "net/http/pprof" // served only with -pprof
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,14 +29,15 @@ import (
 
 func main() {
 	port := flag.Int("port", 54321, "port on 127.0.0.1")
+	pprof := flag.Bool("pprof", false, "serve /debug/pprof (for the benchmark's memory breakdown)")
 	flag.Parse()
-	if err := run(*port); err != nil {
+	if err := run(*port, *pprof); err != nil {
 		fmt.Fprintln(os.Stderr, "devserver:", err)
 		os.Exit(1)
 	}
 }
 
-func run(port int) error {
+func run(port int, pprof bool) error {
 	cfg, err := config.FromEnv(nil) // REALTIME_* limits from the environment
 	if err != nil {
 		return err
@@ -48,15 +51,22 @@ func run(port int) error {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	rt.Register(e)
+	if pprof {
+		e.GET("/debug/pprof/*", echo.WrapHandler(http.DefaultServeMux))
+	}
 	e.GET("/health", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]any{"realtime": rt.Stats()}) })
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", srv.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- rt.Run(ctx) }()
 	go func() {
-		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
