@@ -139,10 +139,7 @@ func (c *conn) join(m Message) {
 	c.channels[m.Topic] = ch
 	c.noChannelFrom = time.Time{}
 	c.srv.channelCount.Add(1)
-	reply(resp)
-	// Subscribing after the reply is queued keeps every fan-out frame
-	// behind it; the hub sends presence_state atomically with subscribing.
-	c.srv.hub.subscribe(ch)
+	c.srv.hub.subscribe(ch, encodeText(c.vsn, m.JoinRef, m.Ref, m.Topic, "phx_reply", resp))
 }
 
 // joinChecks runs Realtime's join checks in its order and returns the

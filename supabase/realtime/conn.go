@@ -70,13 +70,21 @@ func newConn(s *Server, ws *websocket.Conn, vsn Serializer, token string, claims
 // or was just dropped for being too slow.
 func (c *conn) send(f frame) bool {
 	c.qmu.Lock()
+	ok := c.appendLocked(f)
+	c.qmu.Unlock()
+	if ok {
+		c.wakeWriter()
+	}
+	return ok
+}
+
+// appendLocked queues f; c.qmu is held. The caller wakes the writer.
+func (c *conn) appendLocked(f frame) bool {
 	if c.qclosed {
-		c.qmu.Unlock()
 		return false
 	}
 	if len(c.queue) >= c.srv.limits.sendQueue {
 		c.qclosed = true
-		c.qmu.Unlock()
 		c.log.Warn("realtime: dropping slow client", "queued", c.srv.limits.sendQueue)
 		c.srv.slowDrops.Add(1)
 		// CloseNow unblocks a writer stuck on a full TCP buffer; run it
@@ -85,12 +93,14 @@ func (c *conn) send(f frame) bool {
 		return false
 	}
 	c.queue = append(c.queue, f)
-	c.qmu.Unlock()
+	return true
+}
+
+func (c *conn) wakeWriter() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 // sendText queues a text frame encoded for this socket's serializer.

@@ -60,13 +60,18 @@ func (h *hub) shard(key string) *hubShard {
 	return &h.shards[maphash.String(h.seed, key)%hubShards]
 }
 
-// subscribe adds ch to its topic and, when presence is on for ch, queues
-// the topic's presence_state to it in the same critical section as the
-// diffs, so none is missed or applied twice.
-func (h *hub) subscribe(ch *channel) {
+// subscribe adds ch to its topic, queueing the join reply and (when
+// presence is on) the presence_state in the same step. The socket's queue
+// stays locked until the channel is visible to fan-out, so the writer
+// cannot send the reply before the channel receives broadcasts (a client
+// that publishes as soon as it sees the reply reaches everyone who has
+// seen theirs), and no broadcast can overtake the reply. Presence diffs are
+// sent under t.mu, so the presence_state is consistent with them.
+func (h *hub) subscribe(ch *channel, reply frame) {
 	key := topicKey(ch.private, ch.sub)
 	sh := h.shard(key)
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	t := sh.topics[key]
 	if t == nil {
 		t = &topic{key: key, name: ch.topic, sub: ch.sub, private: ch.private, presence: make(map[*channel]*presenceEntry)}
@@ -74,6 +79,10 @@ func (h *hub) subscribe(ch *channel) {
 		sh.topics[key] = t
 	}
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := ch.conn
+	c.qmu.Lock()
+	c.appendLocked(reply)
 	old := *t.subs.Load()
 	next := make([]*channel, len(old), len(old)+1)
 	copy(next, old)
@@ -81,10 +90,10 @@ func (h *hub) subscribe(ch *channel) {
 	t.subs.Store(&next)
 	ch.t = t
 	if ch.presenceOn.Load() {
-		ch.conn.sendText(ch.joinRef, "", ch.topic, "presence_state", t.presenceStateLocked())
+		c.appendLocked(encodeText(c.vsn, ch.joinRef, "", ch.topic, "presence_state", t.presenceStateLocked()))
 	}
-	t.mu.Unlock()
-	sh.mu.Unlock()
+	c.qmu.Unlock()
+	c.wakeWriter()
 }
 
 // unsubscribe removes ch from its topic, untracking its presence first so

@@ -34,7 +34,10 @@ func TestHubPublishAndSelfExclusion(t *testing.T) {
 	b := fakeChannel(s, V1, "room", false)
 	other := fakeChannel(s, V2, "elsewhere", false)
 	for _, ch := range []*channel{a, b, other} {
-		s.hub.subscribe(ch)
+		s.hub.subscribe(ch, frame{data: []byte("reply")})
+		if q := drain(ch.conn); len(q) != 1 || string(q[0].data) != "reply" {
+			t.Fatalf("subscribe queued %v, want the reply", q)
+		}
 	}
 	out := newUserBroadcast("realtime:room", &UserBroadcast{Event: "e", Payload: []byte(`{"n":1}`)})
 	if n := s.hub.publish(topicKey(false, "room"), out, a); n != 1 {
@@ -65,8 +68,8 @@ func TestPresenceStateAndDiffs(t *testing.T) {
 	a.presenceKey = "user-1"
 	b := fakeChannel(s, V2, "room", true)
 	b.presenceKey = "user-1" // same key from a second tab
-	s.hub.subscribe(a)
-	s.hub.subscribe(b)
+	s.hub.subscribe(a, frame{data: []byte("reply")})
+	s.hub.subscribe(b, frame{data: []byte("reply")})
 	drain(a.conn)
 	drain(b.conn)
 
