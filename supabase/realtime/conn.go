@@ -135,9 +135,12 @@ func (c *conn) writeLoop() {
 	}
 }
 
+// writeBatch writes without a deadline: a per-batch timer would cost a
+// timer and an allocation per socket per broadcast on the hot path. A peer
+// that stops draining is cut off instead by the queue bound (send drops
+// it, and CloseNow unblocks this write), and a dead one by the idle sweep.
 func (c *conn) writeBatch(batch []frame) error {
-	ctx, cancel := context.WithTimeout(context.Background(), c.srv.limits.writeTimeout)
-	defer cancel()
+	ctx := context.Background()
 	for _, f := range batch {
 		typ := websocket.MessageText
 		if f.binary {

@@ -66,7 +66,6 @@ type limits struct {
 	channelErrorBackoff time.Duration
 	connectErrorBackoff time.Duration
 	sendQueue           int
-	writeTimeout        time.Duration
 	idleTimeout         time.Duration
 	noChannelTimeout    time.Duration
 	maxFrame            int64
@@ -77,7 +76,6 @@ const (
 	maxFrameBytes    = 5_000_000        // Realtime's maximum WebSocket frame
 	idleTimeout      = 60 * time.Second // Phoenix's socket timeout; the client beats every 25 s
 	noChannelTimeout = 10 * time.Minute // NO_CHANNEL_TIMEOUT_IN_MS
-	writeTimeout     = 10 * time.Second // a socket that cannot take a batch in this long is dead
 	sinkQueueSize    = 4096
 )
 
@@ -91,7 +89,6 @@ func limitsFrom(cfg *config.Config) limits {
 		channelErrorBackoff: 5 * time.Second,
 		connectErrorBackoff: 2 * time.Second,
 		sendQueue:           1024,
-		writeTimeout:        writeTimeout,
 		idleTimeout:         idleTimeout,
 		noChannelTimeout:    noChannelTimeout,
 		maxFrame:            maxFrameBytes,

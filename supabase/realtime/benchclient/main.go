@@ -28,7 +28,7 @@ const devAnonKey = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1
 
 func main() {
 	var (
-		addr      = flag.String("addr", "127.0.0.1:54329", "server host:port")
+		addr      = flag.String("addr", "127.0.0.1:24329", "server host:port")
 		mode      = flag.String("mode", "fanout", "fanout or idle")
 		subs      = flag.Int("subs", 100, "fanout: subscribers of the channel")
 		rate      = flag.Int("rate", 50, "fanout: messages per second in the latency phase")
