@@ -32,6 +32,33 @@ type Limit struct {
 
 func (l Limit) String() string { return fmt.Sprintf("%d/%s", l.N, l.Window) }
 
+// RealtimeLimits are the limits of the built-in Realtime server. The
+// defaults are those of Supabase's open-source Realtime server (tenant
+// defaults and CLIENT_PRESENCE_*/CHANNEL_ERROR_BACKOFF_MS/
+// CONNECT_ERROR_BACKOFF_MS), so clients hit the same walls as on Supabase.
+// The events-per-second limit is RealtimeMaxEventsPerSec above.
+type RealtimeLimits struct {
+	MaxChannelsPerClient   int           // REALTIME_MAX_CHANNELS_PER_CLIENT (100)
+	MaxPayloadKB           int           // REALTIME_MAX_PAYLOAD_SIZE_KB (3000; limit = KB*1000+500 bytes)
+	ClientPresenceMaxCalls int           // REALTIME_CLIENT_PRESENCE_MAX_CALLS (5 track/untrack per channel per window)
+	ClientPresenceWindow   time.Duration // REALTIME_CLIENT_PRESENCE_WINDOW (30s)
+	ChannelErrorBackoff    time.Duration // REALTIME_CHANNEL_ERROR_BACKOFF (5s before a join error reply)
+	ConnectErrorBackoff    time.Duration // REALTIME_CONNECT_ERROR_BACKOFF (2s before refusing an upgrade)
+	SendQueueSize          int           // REALTIME_SEND_QUEUE_SIZE (1024 frames queued per socket before it counts as too slow)
+}
+
+func (r *reader) realtimeLimits() RealtimeLimits {
+	return RealtimeLimits{
+		MaxChannelsPerClient:   r.integer("REALTIME_MAX_CHANNELS_PER_CLIENT", 100),
+		MaxPayloadKB:           r.integer("REALTIME_MAX_PAYLOAD_SIZE_KB", 3000),
+		ClientPresenceMaxCalls: r.integer("REALTIME_CLIENT_PRESENCE_MAX_CALLS", 5),
+		ClientPresenceWindow:   r.duration("REALTIME_CLIENT_PRESENCE_WINDOW", 30*time.Second),
+		ChannelErrorBackoff:    r.duration("REALTIME_CHANNEL_ERROR_BACKOFF", 5*time.Second),
+		ConnectErrorBackoff:    r.duration("REALTIME_CONNECT_ERROR_BACKOFF", 2*time.Second),
+		SendQueueSize:          r.integer("REALTIME_SEND_QUEUE_SIZE", 1024),
+	}
+}
+
 // Config is everything animesync reads from the environment.
 type Config struct {
 	Env      string // ANIMESYNC_ENV: development (default) or production
@@ -56,6 +83,7 @@ type Config struct {
 
 	CronSchedule              string
 	RealtimeMaxEventsPerSec   int
+	Realtime                  RealtimeLimits
 	RoomIdleTimeout           time.Duration
 	SyncStateRetention        time.Duration
 	SyncTolerance             time.Duration
@@ -119,6 +147,7 @@ func FromEnv(getenv func(string) string) (*Config, error) {
 		ShutdownTimeout:           r.duration("SHUTDOWN_TIMEOUT", 15*time.Second),
 		DatabaseStartupRetryUntil: r.duration("DATABASE_STARTUP_TIMEOUT", 10*time.Second),
 	}
+	c.Realtime = r.realtimeLimits()
 	if lvl := getenv("LOG_LEVEL"); lvl != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(lvl)); err != nil {
 			r.fail("LOG_LEVEL", lvl, "want debug, info, warn or error")

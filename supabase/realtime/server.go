@@ -1,0 +1,399 @@
+// Package realtime is animesync's Supabase-Realtime-compatible WebSocket
+// server: the Phoenix channels protocol at /realtime/v1/websocket as the
+// unchanged supabase-js 2.119.0 client speaks it (both serializers),
+// broadcast over the socket and over REST, and presence.
+//
+// Engine: one reader and one writer goroutine per socket, a bounded send
+// queue per socket (too slow ⇒ dropped), and a hub sharded by topic whose
+// fan-out never blocks and never touches the database. See
+// docs/REALTIME_ARCHITECTURE.md.
+package realtime
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/labstack/echo/v4"
+
+	"github.com/animesync/animesync/shared/auth"
+	"github.com/animesync/animesync/shared/config"
+)
+
+// Options configures a Server.
+type Options struct {
+	Verifier *auth.Verifier // checks API keys and tokens, as the gateway does
+	Config   *config.Config // limits: RealtimeMaxEventsPerSec and Realtime
+	Logger   *slog.Logger   // nil: slog.Default()
+	Presence PresenceSink   // may be nil
+}
+
+// Server is the Realtime server. Create it with New, mount it with
+// Register and run its background work with Run.
+type Server struct {
+	verifier *auth.Verifier
+	limits   limits
+	log      *slog.Logger
+	sink     PresenceSink
+	now      func() time.Time
+
+	hub   *hub
+	sinkQ chan presenceEvent
+
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	active sync.WaitGroup // sockets not yet cleaned up
+
+	nextConnID   atomic.Uint64
+	channelCount atomic.Int64
+	slowDrops    atomic.Int64
+	sinkDrops    atomic.Int64
+	shuttingDown atomic.Bool
+}
+
+// limits are the Server's effective limits.
+type limits struct {
+	maxEventsPerSec     float64
+	maxChannels         int
+	maxPayload          int // bytes: max_payload_size_in_kb*1000 + 500, as Realtime
+	presenceMaxCalls    int
+	presenceWindow      time.Duration
+	channelErrorBackoff time.Duration
+	connectErrorBackoff time.Duration
+	sendQueue           int
+	idleTimeout         time.Duration
+	noChannelTimeout    time.Duration
+	maxFrame            int64
+}
+
+// Fixed protocol constants (REALTIME.md §2.4, §2.6, §7).
+const (
+	maxFrameBytes    = 5_000_000        // Realtime's maximum WebSocket frame
+	idleTimeout      = 60 * time.Second // Phoenix's socket timeout; the client beats every 25 s
+	noChannelTimeout = 10 * time.Minute // NO_CHANNEL_TIMEOUT_IN_MS
+	sinkQueueSize    = 4096
+)
+
+func limitsFrom(cfg *config.Config) limits {
+	l := limits{
+		maxEventsPerSec:     10,
+		maxChannels:         100,
+		maxPayload:          3000*1000 + 500,
+		presenceMaxCalls:    5,
+		presenceWindow:      30 * time.Second,
+		channelErrorBackoff: 5 * time.Second,
+		connectErrorBackoff: 2 * time.Second,
+		sendQueue:           1024,
+		idleTimeout:         idleTimeout,
+		noChannelTimeout:    noChannelTimeout,
+		maxFrame:            maxFrameBytes,
+	}
+	if cfg == nil {
+		return l
+	}
+	r := cfg.Realtime
+	l.maxEventsPerSec = float64(cfg.RealtimeMaxEventsPerSec)
+	l.maxChannels = r.MaxChannelsPerClient
+	if r.MaxPayloadKB > 0 {
+		l.maxPayload = r.MaxPayloadKB*1000 + 500
+	}
+	l.presenceMaxCalls = r.ClientPresenceMaxCalls
+	if r.ClientPresenceWindow > 0 {
+		l.presenceWindow = r.ClientPresenceWindow
+	}
+	l.channelErrorBackoff = r.ChannelErrorBackoff
+	l.connectErrorBackoff = r.ConnectErrorBackoff
+	if r.SendQueueSize > 0 {
+		l.sendQueue = r.SendQueueSize
+	}
+	return l
+}
+
+// New builds a Server. A nil Config means Supabase's defaults.
+func New(opts Options) *Server {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{
+		verifier: opts.Verifier,
+		limits:   limitsFrom(opts.Config),
+		log:      log,
+		sink:     opts.Presence,
+		now:      time.Now,
+		hub:      newHub(),
+		sinkQ:    make(chan presenceEvent, sinkQueueSize),
+		conns:    make(map[*conn]struct{}),
+	}
+}
+
+// Register mounts the socket and the broadcast REST endpoints on e. The
+// socket also answers at /socket/websocket, the self-hosted path.
+func (s *Server) Register(e *echo.Echo) {
+	e.GET("/realtime/v1/websocket", s.handleSocket)
+	e.GET("/socket/websocket", s.handleSocket)
+	e.POST("/realtime/v1/api/broadcast", s.batchBroadcast)
+	e.POST("/realtime/v1/api/broadcast/:topic/events/:event", s.singleBroadcast)
+}
+
+// Stats is a snapshot for /health.
+type Stats struct {
+	Connections int   `json:"connections"`
+	Channels    int64 `json:"channels"`
+	Topics      int   `json:"topics"`
+	SlowDrops   int64 `json:"slow_clients_dropped"`
+}
+
+// Stats reports the current load.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	n := len(s.conns)
+	s.mu.Unlock()
+	return Stats{Connections: n, Channels: s.channelCount.Load(), Topics: s.hub.topicCount(), SlowDrops: s.slowDrops.Load()}
+}
+
+// refuse answers a failed upgrade like Realtime: {"error": text} after a
+// deliberate delay that slows reconnect storms down.
+func (s *Server) refuse(c echo.Context, status int, text string) error {
+	if d := s.limits.connectErrorBackoff; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-c.Request().Context().Done():
+			t.Stop()
+		}
+	}
+	return c.JSON(status, map[string]string{"error": text})
+}
+
+// handleSocket authenticates and upgrades a socket and starts its reader
+// and writer.
+func (s *Server) handleSocket(c echo.Context) error {
+	r := c.Request()
+	if s.shuttingDown.Load() {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"error": "Realtime is restarting, please standby"})
+	}
+	vsn, ok := ParseVsn(r.URL.Query().Get("vsn"))
+	if !ok {
+		return c.JSON(http.StatusBadRequest, map[string]string{"error": "Unsupported serializer version"})
+	}
+	// The hosted gateway injects x-api-key; otherwise the query's apikey.
+	token := strings.TrimSpace(r.Header.Get("x-api-key"))
+	if token == "" {
+		token = strings.TrimSpace(r.URL.Query().Get("apikey"))
+	}
+	if token == "" {
+		return s.refuse(c, http.StatusUnauthorized, "API key is missing")
+	}
+	claims, terr := verifyToken(s.verifier, token, s.now())
+	if terr != nil {
+		s.log.Info("realtime: upgrade refused", "err", terr)
+		return s.refuse(c, http.StatusUnauthorized, upgradeErrorText(terr))
+	}
+
+	ws, err := websocket.Accept(smallBuffers{c.Response()}, r, &websocket.AcceptOptions{
+		// Sockets authenticate with the apikey parameter, never with
+		// cookies, so cross-origin pages are as safe as same-origin ones;
+		// Supabase accepts every origin too.
+		InsecureSkipVerify: true,
+		CompressionMode:    websocket.CompressionDisabled,
+	})
+	if err != nil {
+		// Accept has already written the HTTP error.
+		s.log.Debug("realtime: upgrade failed", "err", err)
+		return nil
+	}
+	ws.SetReadLimit(s.limits.maxFrame)
+	cn := newConn(s, ws, vsn, token, claims)
+	if !s.addConn(cn) {
+		_ = ws.Close(websocket.StatusServiceRestart, "server restarting")
+		return nil
+	}
+	// The reader runs on a fresh goroutine and the handler returns: the
+	// hijacked socket no longer needs net/http's goroutine, whose stack has
+	// grown through the router and middleware, nor echo's request context.
+	// Idle sockets stay small this way (docs/REALTIME_ARCHITECTURE.md).
+	go cn.writeLoop()
+	go func() {
+		cn.readLoop(context.Background())
+		cn.finish(websocket.StatusNormalClosure, "", false)
+		cn.cleanup()
+		s.removeConn(cn)
+	}()
+	return nil
+}
+
+func (s *Server) addConn(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shuttingDown.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.active.Add(1)
+	return true
+}
+
+func (s *Server) removeConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.active.Done()
+}
+
+func (s *Server) snapshotConns() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Run does the background work until ctx is done: the janitor (idle
+// sockets, sockets without channels, expired channel tokens) and the
+// presence sink. Then it closes every socket with 1012 (service restart),
+// after which clients reconnect elsewhere or later, and returns nil.
+func (s *Server) Run(ctx context.Context) error {
+	sinkDone := make(chan struct{})
+	go func() {
+		defer close(sinkDone)
+		s.runSink(ctx)
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.shutdown()
+			<-sinkDone
+			return nil
+		case <-tick.C:
+			s.sweep(s.now())
+		}
+	}
+}
+
+// sweep closes sockets that went silent (no heartbeat within the idle
+// timeout) or sat without a channel too long, and channels whose token
+// expired.
+func (s *Server) sweep(now time.Time) {
+	for _, c := range s.snapshotConns() {
+		if now.Sub(time.Unix(0, c.lastSeen.Load())) > s.limits.idleTimeout {
+			c.log.Info("realtime: closing idle socket")
+			go c.finish(websocket.StatusNormalClosure, "idle timeout", true)
+			continue
+		}
+		c.mu.Lock()
+		idle := !c.noChannelFrom.IsZero() && now.Sub(c.noChannelFrom) > s.limits.noChannelTimeout
+		c.mu.Unlock()
+		if idle {
+			go c.finish(websocket.StatusNormalClosure, "no channels", false)
+			continue
+		}
+		c.expireTokens(now)
+	}
+}
+
+// shutdown refuses new work and closes every socket, in parallel, each
+// close handshake bounded by the library's own timeout.
+func (s *Server) shutdown() {
+	s.shuttingDown.Store(true)
+	conns := s.snapshotConns()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.finish(websocket.StatusServiceRestart, "server restarting", true)
+		}()
+	}
+	wg.Wait()
+	// Wait (briefly) for the readers to clean up, so that their presence
+	// leaves are queued before the sink drains.
+	cleaned := make(chan struct{})
+	go func() { s.active.Wait(); close(cleaned) }()
+	select {
+	case <-cleaned:
+	case <-time.After(5 * time.Second):
+	}
+	s.log.Info("realtime: closed sockets", "count", len(conns))
+}
+
+// presenceEvent is one queued PresenceSink call.
+type presenceEvent struct {
+	topic, key string
+	meta       map[string]any // nil: leave
+}
+
+func (s *Server) presenceTracked(topic, key string, meta map[string]any) {
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	s.queuePresence(presenceEvent{topic: topic, key: key, meta: meta})
+}
+
+func (s *Server) presenceLeft(topic, key string) {
+	s.queuePresence(presenceEvent{topic: topic, key: key})
+}
+
+// queuePresence never blocks: presence changes happen under topic locks on
+// the fan-out path.
+func (s *Server) queuePresence(ev presenceEvent) {
+	if s.sink == nil {
+		return
+	}
+	select {
+	case s.sinkQ <- ev:
+	default:
+		if s.sinkDrops.Add(1)%100 == 1 {
+			s.log.Warn("realtime: presence sink queue full, dropping events", "dropped_total", s.sinkDrops.Load())
+		}
+	}
+}
+
+// runSink feeds the PresenceSink until ctx is done, then drains what is
+// already queued with a short deadline so last leaves are not lost.
+func (s *Server) runSink(ctx context.Context) {
+	if s.sink == nil {
+		<-ctx.Done()
+		return
+	}
+	for {
+		select {
+		case ev := <-s.sinkQ:
+			s.deliverPresence(ctx, ev)
+		case <-ctx.Done():
+			drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			for {
+				select {
+				case ev := <-s.sinkQ:
+					s.deliverPresence(drainCtx, ev)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *Server) deliverPresence(ctx context.Context, ev presenceEvent) {
+	defer func() {
+		// A sink bug must not take the realtime server down.
+		if r := recover(); r != nil {
+			s.log.Error("realtime: presence sink panicked", "panic", r)
+		}
+	}()
+	if ev.meta == nil {
+		s.sink.PresenceLeave(ctx, ev.topic, ev.key)
+	} else {
+		s.sink.PresenceTrack(ctx, ev.topic, ev.key, ev.meta)
+	}
+}
