@@ -54,6 +54,14 @@ type Config struct {
 	CORSAllowOrigin string
 	MetricsEnabled  bool
 
+	// UPSTREAM_DIAL_TIMEOUT and UPSTREAM_RESPONSE_HEADER_TIMEOUT bound how
+	// long a proxied request (upstream mode) waits to connect to the
+	// upstream and for its response headers. Nothing bounds a whole
+	// exchange: bodies stream, and a proxied WebSocket lives as long as both
+	// ends keep it open.
+	UpstreamDialTimeout           time.Duration
+	UpstreamResponseHeaderTimeout time.Duration
+
 	CronSchedule              string
 	RealtimeMaxEventsPerSec   int
 	RoomIdleTimeout           time.Duration
@@ -98,6 +106,9 @@ func FromEnv(getenv func(string) string) (*Config, error) {
 		FunctionsConfig: getenv("ANIMESYNC_FUNCTIONS_CONFIG"),
 		CORSAllowOrigin: r.str("CORS_ALLOW_ORIGIN", "*"),
 		MetricsEnabled:  r.boolean("METRICS_ENABLED", false),
+
+		UpstreamDialTimeout:           r.duration("UPSTREAM_DIAL_TIMEOUT", 10*time.Second),
+		UpstreamResponseHeaderTimeout: r.duration("UPSTREAM_RESPONSE_HEADER_TIMEOUT", 60*time.Second),
 
 		CronSchedule:              r.str("CRON_SCHEDULE", "0 2 * * *"),
 		RealtimeMaxEventsPerSec:   r.integer("REALTIME_MAX_EVENTS_PER_SECOND", 10),

@@ -22,8 +22,10 @@ import (
 	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/shared/db"
+	"github.com/animesync/animesync/shared/metrics"
 	"github.com/animesync/animesync/supabase"
 	"github.com/animesync/animesync/supabase/gateway"
+	"github.com/animesync/animesync/supabase/upstream"
 )
 
 // Server is a running animesync.
@@ -33,6 +35,7 @@ type Server struct {
 	pool     *pgxpool.Pool
 	verifier *auth.Verifier
 	echo     *echo.Echo
+	metrics  *metrics.Metrics
 }
 
 // Options tune New.
@@ -72,7 +75,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		return nil, err
 	}
 	s.verifier = NewVerifier(cfg, jwks)
-	s.echo = NewRouter(Components{Pool: pool, Config: cfg, Logger: log, Verifier: s.verifier, Settings: settings})
+	proxy, err := NewUpstream(cfg, log)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	// Collectors exist whether or not /metrics is served, so components
+	// record unconditionally; METRICS_ENABLED only decides exposure.
+	s.metrics = metrics.New()
+	s.echo = NewRouter(Components{Pool: pool, Config: cfg, Logger: log, Verifier: s.verifier, Settings: settings,
+		Metrics: s.metrics, Upstream: proxy})
 	return s, nil
 }
 
@@ -92,6 +104,28 @@ type Components struct {
 	Settings map[string]config.FunctionSettings
 	// Now is the clock the functions use; nil means time.Now.
 	Now func() time.Time
+	// Metrics records what the components do; nil records nothing.
+	Metrics *metrics.Metrics
+	// Upstream is the Supabase project proxied in upstream mode (see
+	// NewUpstream); nil serves without one.
+	Upstream *upstream.Proxy
+}
+
+// NewUpstream is the proxy to SUPABASE_URL, or nil when it is not set.
+func NewUpstream(cfg *config.Config, log *slog.Logger) (*upstream.Proxy, error) {
+	if cfg.SupabaseURL == "" {
+		return nil, nil
+	}
+	p, err := upstream.New(upstream.Options{
+		URL: cfg.SupabaseURL, DialTimeout: cfg.UpstreamDialTimeout,
+		ResponseHeaderTimeout: cfg.UpstreamResponseHeaderTimeout,
+		CORSAllowOrigin:       cfg.CORSAllowOrigin, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("upstream mode: proxying the Supabase services", "upstream", p.URL(), "paths", upstream.Prefixes)
+	return p, nil
 }
 
 // NewRouter builds the HTTP router from its parts; tests use it with a
@@ -105,6 +139,8 @@ func NewRouter(c Components) *echo.Echo {
 		Config:    c.Config,
 		Logger:    c.Logger,
 		Health:    &gateway.Health{Pool: c.Pool, Started: time.Now()},
+		Metrics:   c.Metrics,
+		Upstream:  c.Upstream,
 	})
 }
 
@@ -131,6 +167,9 @@ func FunctionSettings(cfg *config.Config) (map[string]config.FunctionSettings, e
 
 // Handler is the HTTP handler, for tests.
 func (s *Server) Handler() http.Handler { return s.echo }
+
+// Metrics are the process's collectors, for background components.
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 
 // Pool is the database pool.
 func (s *Server) Pool() *pgxpool.Pool { return s.pool }
