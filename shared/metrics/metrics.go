@@ -151,13 +151,16 @@ func (m *Metrics) Handler() http.Handler {
 
 // ObserveRequest records one answered HTTP request. function must come from
 // a bounded set (the registry's names, fixed route names) — never a raw path,
-// or a scanner would create a series per URL.
+// or a scanner would create a series per URL. A 101 (WebSocket) is counted
+// but not timed: its duration is the connection's lifetime, not a latency.
 func (m *Metrics) ObserveRequest(function string, status int, d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.requests.WithLabelValues(function, strconv.Itoa(status)).Inc()
-	m.requestDuration.WithLabelValues(function).Observe(d.Seconds())
+	if status != http.StatusSwitchingProtocols {
+		m.requestDuration.WithLabelValues(function).Observe(d.Seconds())
+	}
 }
 
 // RateLimited records a 429 with its error code.
