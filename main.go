@@ -12,12 +12,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/animesync/animesync/functions"
 	"github.com/animesync/animesync/migrations"
@@ -39,6 +41,7 @@ Usage:
   animesync migration list [--db-url URL] [-o json]
                                           local and applied migrations, like supabase migration list
   animesync status                        URLs and keys clients need, like supabase status
+  animesync healthcheck [--url URL]       exit 0 when /health answers 200 (container health checks)
   animesync version                       print the version
 
 Configuration comes from the environment; see README.md.
@@ -83,6 +86,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return migrationList(ctx, rest, out)
 	case "status":
 		return status(out)
+	case "healthcheck":
+		return healthcheck(ctx, rest, out)
 	case "version", "--version", "-v":
 		fmt.Fprintln(out, "animesync", version.Version)
 		return nil
@@ -291,5 +296,38 @@ func status(out io.Writer) error {
 	} {
 		fmt.Fprintf(out, "%17s: %s\n", kv[0], kv[1])
 	}
+	return nil
+}
+
+// healthcheck GETs this host's /health and fails unless it answers 200. It
+// exists because the container image has no shell or curl for a
+// HEALTHCHECK; the binary checks itself.
+func healthcheck(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "54321"
+	}
+	target := fs.String("url", "http://127.0.0.1:"+port+"/health", "health URL to check")
+	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error())
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *target, nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s answered %d: %s", *target, res.StatusCode, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintln(out, strings.TrimSpace(string(body)))
 	return nil
 }

@@ -1,6 +1,7 @@
 package functions
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -22,8 +23,16 @@ func (d *Deps) membersUpdateStatus(c echo.Context) error {
 	if err := parse(c, &req); err != nil {
 		return err
 	}
+	res, err := d.recordReport(c.Request().Context(), &req)
+	if err != nil {
+		return err
+	}
+	return api.OK(c, res)
+}
 
-	ctx := c.Request().Context()
+// recordReport stores one member report. Realtime presence reports come
+// through here too, so both paths mean exactly the same thing.
+func (d *Deps) recordReport(ctx context.Context, req *membersUpdateStatusRequest) (membersUpdateStatusResponse, error) {
 	var res membersUpdateStatusResponse
 	err := db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
 		// Read the room and the caller's previous report without locks:
@@ -110,10 +119,7 @@ func (d *Deps) membersUpdateStatus(c echo.Context) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return api.OK(c, res)
+	return res, err
 }
 
 type membersUpdateStatusRequest struct {

@@ -40,7 +40,7 @@ func (l Limit) String() string { return fmt.Sprintf("%d/%s", l.N, l.Window) }
 type RealtimeLimits struct {
 	MaxChannelsPerClient   int           // REALTIME_MAX_CHANNELS_PER_CLIENT (100)
 	MaxPayloadKB           int           // REALTIME_MAX_PAYLOAD_SIZE_KB (3000; limit = KB*1000+500 bytes)
-	ClientPresenceMaxCalls int           // REALTIME_CLIENT_PRESENCE_MAX_CALLS (5 track/untrack per channel per window)
+	ClientPresenceMaxCalls int           // REALTIME_CLIENT_PRESENCE_MAX_CALLS (20 per window: Supabase allows 5, but the platform's clients track every 3 s)
 	ClientPresenceWindow   time.Duration // REALTIME_CLIENT_PRESENCE_WINDOW (30s)
 	ChannelErrorBackoff    time.Duration // REALTIME_CHANNEL_ERROR_BACKOFF (5s before a join error reply)
 	ConnectErrorBackoff    time.Duration // REALTIME_CONNECT_ERROR_BACKOFF (2s before refusing an upgrade)
@@ -51,7 +51,7 @@ func (r *reader) realtimeLimits() RealtimeLimits {
 	return RealtimeLimits{
 		MaxChannelsPerClient:   r.integer("REALTIME_MAX_CHANNELS_PER_CLIENT", 100),
 		MaxPayloadKB:           r.integer("REALTIME_MAX_PAYLOAD_SIZE_KB", 3000),
-		ClientPresenceMaxCalls: r.integer("REALTIME_CLIENT_PRESENCE_MAX_CALLS", 5),
+		ClientPresenceMaxCalls: r.integer("REALTIME_CLIENT_PRESENCE_MAX_CALLS", 20),
 		ClientPresenceWindow:   r.duration("REALTIME_CLIENT_PRESENCE_WINDOW", 30*time.Second),
 		ChannelErrorBackoff:    r.duration("REALTIME_CHANNEL_ERROR_BACKOFF", 5*time.Second),
 		ConnectErrorBackoff:    r.duration("REALTIME_CONNECT_ERROR_BACKOFF", 2*time.Second),
@@ -80,6 +80,14 @@ type Config struct {
 	FunctionsConfig string // path of supabase/config.toml; empty: the embedded copy
 	CORSAllowOrigin string
 	MetricsEnabled  bool
+
+	// UPSTREAM_DIAL_TIMEOUT and UPSTREAM_RESPONSE_HEADER_TIMEOUT bound how
+	// long a proxied request (upstream mode) waits to connect to the
+	// upstream and for its response headers. Nothing bounds a whole
+	// exchange: bodies stream, and a proxied WebSocket lives as long as both
+	// ends keep it open.
+	UpstreamDialTimeout           time.Duration
+	UpstreamResponseHeaderTimeout time.Duration
 
 	CronSchedule              string
 	RealtimeMaxEventsPerSec   int
@@ -127,6 +135,9 @@ func FromEnv(getenv func(string) string) (*Config, error) {
 		FunctionsConfig: getenv("ANIMESYNC_FUNCTIONS_CONFIG"),
 		CORSAllowOrigin: r.str("CORS_ALLOW_ORIGIN", "*"),
 		MetricsEnabled:  r.boolean("METRICS_ENABLED", false),
+
+		UpstreamDialTimeout:           r.duration("UPSTREAM_DIAL_TIMEOUT", 10*time.Second),
+		UpstreamResponseHeaderTimeout: r.duration("UPSTREAM_RESPONSE_HEADER_TIMEOUT", 60*time.Second),
 
 		CronSchedule:              r.str("CRON_SCHEDULE", "0 2 * * *"),
 		RealtimeMaxEventsPerSec:   r.integer("REALTIME_MAX_EVENTS_PER_SECOND", 10),

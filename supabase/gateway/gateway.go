@@ -16,6 +16,8 @@ import (
 	"github.com/animesync/animesync/functions"
 	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
+	"github.com/animesync/animesync/shared/metrics"
+	"github.com/animesync/animesync/supabase/upstream"
 )
 
 // BodyLimit is the largest request body a function accepts.
@@ -30,6 +32,14 @@ type Options struct {
 	Config   *config.Config
 	Logger   *slog.Logger
 	Health   *Health
+	// Metrics records requests; /metrics serves them when
+	// Config.MetricsEnabled. Nil records nothing.
+	Metrics *metrics.Metrics
+	// Upstream, when set (upstream mode), receives the Supabase service
+	// paths (upstream.Prefixes, /realtime/v1 included) ahead of everything
+	// else. When nil, those paths answer 404 NO_UPSTREAM, except
+	// /realtime/v1, left for the built-in realtime server to register.
+	Upstream *upstream.Proxy
 }
 
 // New assembles the router. Other components (realtime) register their own
@@ -38,10 +48,15 @@ func New(o Options) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler
-	e.Pre(stripPathPrefix, cors(o.Config.CORSAllowOrigin), limitBody(BodyLimit))
+	resolved := Resolve(o.Functions, o.Settings)
+	e.Pre(observe(o.Metrics, newRouteLabels(resolved)), stripPathPrefix)
+	if o.Upstream != nil {
+		e.Pre(passthrough(o.Upstream, o.Logger))
+	}
+	e.Pre(cors(o.Config.CORSAllowOrigin), limitBody(BodyLimit))
 	e.Use(middleware.RequestID(), accessLog(o.Logger), middleware.Recover())
 
-	for _, f := range Resolve(o.Functions, o.Settings) {
+	for _, f := range resolved {
 		if !f.Enabled {
 			continue
 		}
@@ -55,6 +70,20 @@ func New(o Options) *echo.Echo {
 	e.Any("/functions/v1/*", functionNotFound)
 	if o.Health != nil {
 		e.GET("/health", o.Health.handle)
+		e.GET("/health/realtime", o.Health.handleRealtime)
+	}
+	if o.Metrics != nil && o.Config.MetricsEnabled {
+		e.GET("/metrics", echo.WrapHandler(o.Metrics.Handler()))
+	} else {
+		e.Any("/metrics", metricsDisabled)
+	}
+	if o.Upstream == nil {
+		for _, p := range upstream.Prefixes {
+			if p != upstream.RealtimePrefix {
+				e.Any(p, upstream.Missing)
+				e.Any(p+"/*", upstream.Missing)
+			}
+		}
 	}
 	return e
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"time"
 
@@ -40,4 +41,37 @@ func (h *Health) handle(c echo.Context) error {
 		rep.Status, rep.Database, status = "unavailable", "unreachable", http.StatusServiceUnavailable
 	}
 	return c.JSON(status, rep)
+}
+
+// handleRealtime answers GET /health/realtime with the realtime section of
+// /health alone: {"status":"disabled"} while no realtime server reports, else
+// what it reports, with 503 when its status is neither ok nor disabled.
+func (h *Health) handleRealtime(c echo.Context) error {
+	if h.Realtime == nil {
+		return c.JSON(http.StatusOK, map[string]string{"status": "disabled"})
+	}
+	rep := h.Realtime()
+	if s, ok := rep.(string); ok {
+		rep = map[string]string{"status": s}
+	}
+	status := http.StatusOK
+	if st := reportStatus(rep); st != "ok" && st != "disabled" {
+		status = http.StatusServiceUnavailable
+	}
+	return c.JSON(status, rep)
+}
+
+// reportStatus is the "status" member of a report of any shape.
+func reportStatus(rep any) string {
+	raw, err := json.Marshal(rep)
+	if err != nil {
+		return ""
+	}
+	var s struct {
+		Status string `json:"status"`
+	}
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s.Status
 }

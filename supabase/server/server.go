@@ -22,9 +22,12 @@ import (
 	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/shared/db"
+	"github.com/animesync/animesync/shared/metrics"
 	"github.com/animesync/animesync/supabase"
 	"github.com/animesync/animesync/supabase/cleanup"
 	"github.com/animesync/animesync/supabase/gateway"
+	"github.com/animesync/animesync/supabase/realtime"
+	"github.com/animesync/animesync/supabase/upstream"
 )
 
 // Server is a running animesync.
@@ -35,6 +38,8 @@ type Server struct {
 	verifier *auth.Verifier
 	echo     *echo.Echo
 	sweeper  *cleanup.Sweeper
+	metrics  *metrics.Metrics
+	app      *App
 }
 
 // Options tune New.
@@ -54,31 +59,43 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	if err != nil {
 		return nil, err
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			pool.Close()
+		}
+	}()
 	s := &Server{cfg: cfg, log: log, pool: pool}
 	if opts.Migrate {
 		n, err := migrations.Up(ctx, db.SQLDB(pool), nil)
 		if err != nil {
-			pool.Close()
 			return nil, fmt.Errorf("migrate %s: %w", db.Describe(cfg.DBURL), err)
 		}
 		log.Info("migrations applied", "count", n)
 	}
 	jwks, err := auth.LoadJWKS(ctx, cfg.JWKSFile, cfg.JWKSURL)
 	if err != nil {
-		pool.Close()
 		return nil, err
 	}
 	settings, err := FunctionSettings(cfg)
 	if err != nil {
-		pool.Close()
 		return nil, err
 	}
 	if s.sweeper, err = cleanup.New(pool, cfg, log, nil); err != nil {
-		pool.Close()
 		return nil, err
 	}
 	s.verifier = NewVerifier(cfg, jwks)
-	s.echo = NewRouter(Components{Pool: pool, Config: cfg, Logger: log, Verifier: s.verifier, Settings: settings})
+	proxy, err := NewUpstream(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	// Collectors exist whether or not /metrics is served, so components
+	// record unconditionally; METRICS_ENABLED only decides exposure.
+	s.metrics = metrics.New()
+	s.app = NewApp(Components{Pool: pool, Config: cfg, Logger: log, Verifier: s.verifier, Settings: settings,
+		Metrics: s.metrics, Upstream: proxy})
+	s.echo = s.app.Echo
+	ok = true
 	return s, nil
 }
 
@@ -98,21 +115,76 @@ type Components struct {
 	Settings map[string]config.FunctionSettings
 	// Now is the clock the functions use; nil means time.Now.
 	Now func() time.Time
+	// Metrics records what the components do; nil records nothing.
+	Metrics *metrics.Metrics
+	// Upstream is the Supabase project proxied in upstream mode (see
+	// NewUpstream); nil serves without one.
+	Upstream *upstream.Proxy
 }
 
-// NewRouter builds the HTTP router from its parts; tests use it with a
-// database of their own.
-func NewRouter(c Components) *echo.Echo {
+// NewUpstream is the proxy to SUPABASE_URL, or nil when it is not set.
+func NewUpstream(cfg *config.Config, log *slog.Logger) (*upstream.Proxy, error) {
+	if cfg.SupabaseURL == "" {
+		return nil, nil
+	}
+	p, err := upstream.New(upstream.Options{
+		URL: cfg.SupabaseURL, DialTimeout: cfg.UpstreamDialTimeout,
+		ResponseHeaderTimeout: cfg.UpstreamResponseHeaderTimeout,
+		CORSAllowOrigin:       cfg.CORSAllowOrigin, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("upstream mode: proxying the Supabase services", "upstream", p.URL(), "paths", upstream.Prefixes)
+	return p, nil
+}
+
+// App is the assembled HTTP side: the router, and the built-in realtime
+// server with the presence reports it feeds (both nil in upstream mode,
+// where the Supabase project's Realtime serves /realtime/v1).
+type App struct {
+	Echo     *echo.Echo
+	Realtime *realtime.Server
+	Presence *functions.PresenceReports
+}
+
+// NewApp builds the router and, without an upstream, the realtime server.
+func NewApp(c Components) *App {
 	deps := &functions.Deps{Pool: c.Pool, Cfg: c.Config, Tokens: c.Verifier, Log: c.Logger, Now: c.Now}
-	return gateway.New(gateway.Options{
+	health := &gateway.Health{Pool: c.Pool, Started: time.Now()}
+	app := &App{}
+	if c.Upstream == nil {
+		app.Presence = functions.NewPresenceReports(deps)
+		app.Realtime = realtime.New(realtime.Options{Verifier: c.Verifier, Config: c.Config, Logger: c.Logger, Presence: app.Presence})
+		health.Realtime = func() any {
+			return realtimeHealth{Status: "ok", Stats: app.Realtime.Stats()}
+		}
+	}
+	app.Echo = gateway.New(gateway.Options{
 		Functions: functions.Registry(deps),
 		Settings:  c.Settings,
 		Verifier:  c.Verifier,
 		Config:    c.Config,
 		Logger:    c.Logger,
-		Health:    &gateway.Health{Pool: c.Pool, Started: time.Now()},
+		Health:    health,
+		Metrics:   c.Metrics,
+		Upstream:  c.Upstream,
 	})
+	if app.Realtime != nil {
+		app.Realtime.Register(app.Echo)
+	}
+	return app
 }
+
+// realtimeHealth is the realtime section of /health.
+type realtimeHealth struct {
+	Status string `json:"status"`
+	realtime.Stats
+}
+
+// NewRouter builds the HTTP router from its parts; tests use it with a
+// database of their own.
+func NewRouter(c Components) *echo.Echo { return NewApp(c).Echo }
 
 // FunctionSettings reads [functions.*] of supabase/config.toml: the file
 // ANIMESYNC_FUNCTIONS_CONFIG names, else ./supabase/config.toml when run
@@ -137,6 +209,9 @@ func FunctionSettings(cfg *config.Config) (map[string]config.FunctionSettings, e
 
 // Handler is the HTTP handler, for tests.
 func (s *Server) Handler() http.Handler { return s.echo }
+
+// Metrics are the process's collectors, for background components.
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 
 // Pool is the database pool.
 func (s *Server) Pool() *pgxpool.Pool { return s.pool }
@@ -167,6 +242,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	// Host liveness and cleanup sweeps; with several processes on one
 	// database each scheduled run happens in one of them.
 	g.Go(func() error { return s.sweeper.Run(gctx) })
+	if s.app.Realtime != nil {
+		g.Go(func() error { return s.app.Realtime.Run(gctx) })
+		g.Go(func() error { return s.app.Presence.Run(gctx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)

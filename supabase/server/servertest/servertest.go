@@ -19,8 +19,10 @@ import (
 	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/shared/dbtest"
+	"github.com/animesync/animesync/shared/metrics"
 	"github.com/animesync/animesync/supabase"
 	"github.com/animesync/animesync/supabase/server"
+	"github.com/animesync/animesync/supabase/upstream"
 )
 
 // API is the router under test, its database and its clock.
@@ -31,6 +33,9 @@ type API struct {
 	Verifier *auth.Verifier
 	Router   *echo.Echo
 	Clock    *Clock
+	// Metrics are the router's collectors; /metrics serves them when the
+	// config enables it (Env METRICS_ENABLED=true).
+	Metrics *metrics.Metrics
 }
 
 // Options change the defaults of New.
@@ -43,6 +48,8 @@ type Options struct {
 	KeySet auth.KeySet
 	// DB reuses a database instead of creating one.
 	DB *dbtest.DB
+	// Upstream puts the router in upstream mode.
+	Upstream *upstream.Proxy
 }
 
 // New builds the router on a fresh database with the development keys.
@@ -73,8 +80,10 @@ func New(tb testing.TB, opts ...Options) *API {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	r := server.NewRouter(server.Components{Pool: d.Pool, Config: cfg, Logger: log, Verifier: v, Settings: settings, Now: clock.Now})
-	return &API{T: tb, DB: d, Config: cfg, Verifier: v, Router: r, Clock: clock}
+	m := metrics.New()
+	r := server.NewRouter(server.Components{Pool: d.Pool, Config: cfg, Logger: log, Verifier: v, Settings: settings, Now: clock.Now,
+		Metrics: m, Upstream: o.Upstream})
+	return &API{T: tb, DB: d, Config: cfg, Verifier: v, Router: r, Clock: clock, Metrics: m}
 }
 
 // Response is a recorded answer.
