@@ -185,3 +185,10 @@ func (p *arrayParser) parse() ([]any, error) {
 		}
 	}
 }
+
+// ParseArray parses PostgreSQL's text form of an array ({a,"b c",NULL})
+// into nested []any whose leaves are elem(text) or nil for NULL. Filters on
+// array columns use it for their values.
+func ParseArray(text string, elem func(string) any) (any, error) {
+	return parseArray(text, ',', elem)
+}
