@@ -43,11 +43,14 @@ func startCluster(t *testing.T, port int) *cluster {
 	root := repoRoot(t)
 	c := &cluster{t: t, dir: filepath.Join(root, ".data", "pgr-"+strconv.Itoa(port)), port: port}
 	os.RemoveAll(c.dir)
-	c.pg("start", c.dir, strconv.Itoa(port))
+	// Registered first so that a failed start still removes the directory.
 	t.Cleanup(func() {
-		c.pg("stop", c.dir)
+		// Best effort: the cluster may already be down or never have started.
+		osexec.Command(filepath.Join(root, "scripts", "pg"), "stop", c.dir).Run() //nolint:errcheck
 		os.RemoveAll(c.dir)
+		os.Remove(c.dir + ".initdb.log")
 	})
+	c.pg("start", c.dir, strconv.Itoa(port))
 	return c
 }
 
