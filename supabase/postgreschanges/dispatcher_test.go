@@ -1,0 +1,372 @@
+package postgreschanges_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/animesync/animesync/shared/dbtest"
+	"github.com/animesync/animesync/supabase/postgreschanges"
+	"github.com/animesync/animesync/supabase/replication"
+)
+
+// hub is a stand-in for the realtime hub: a fixed set of channels and a
+// record of what each received.
+type hub struct {
+	targets []postgreschanges.Target
+	mu      sync.Mutex
+	got     map[string][]string // channel name → payloads
+	calls   int
+	notify  chan struct{}
+}
+
+func newHub() *hub { return &hub{got: map[string][]string{}, notify: make(chan struct{}, 1)} }
+
+func (h *hub) add(name string, auth postgreschanges.Auth, id int64, p postgreschanges.Params) {
+	sub, err := postgreschanges.Parse(p, id)
+	if err != nil {
+		panic(err)
+	}
+	h.targets = append(h.targets, postgreschanges.Target{Channel: name, Auth: auth, Bindings: []postgreschanges.Subscription{sub}})
+}
+
+func (h *hub) Targets(schema, table string) []postgreschanges.Target { return h.targets }
+
+func (h *hub) deliver(ds []postgreschanges.Delivery) {
+	h.mu.Lock()
+	h.calls++
+	for _, d := range ds {
+		name := d.Channel.(string)
+		h.got[name] = append(h.got[name], string(d.Payload))
+	}
+	h.mu.Unlock()
+	select {
+	case h.notify <- struct{}{}:
+	default:
+	}
+}
+
+// waitCalls waits until Deliver was called n times.
+func (h *hub) waitCalls(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		h.mu.Lock()
+		c := h.calls
+		h.mu.Unlock()
+		if c >= n {
+			return
+		}
+		select {
+		case <-h.notify:
+		case <-deadline:
+			t.Fatalf("%d deliveries, want %d", c, n)
+		}
+	}
+}
+
+func (h *hub) payloads(name string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.got[name]...)
+}
+
+var (
+	anon     = postgreschanges.Auth{Role: "anon", Claims: map[string]any{"role": "anon", "iss": "supabase"}}
+	tokenFor = func(room, user string) postgreschanges.Auth {
+		return postgreschanges.Auth{Role: "anon", Claims: map[string]any{"role": "anon", "sub": user, "room_id": room, "exp": 2e9}}
+	}
+	member  = postgreschanges.Auth{Role: "authenticated", Claims: map[string]any{"role": "authenticated", "sub": "member1"}}
+	service = postgreschanges.Auth{Role: "service_role", Claims: map[string]any{"role": "service_role"}}
+)
+
+// pipeline runs replication → dispatcher → hub on db until the test ends.
+func pipeline(t *testing.T, db *dbtest.DB, h *hub, key postgreschanges.KeyFunc) *postgreschanges.Checker {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	checker := postgreschanges.NewChecker(postgreschanges.CheckerConfig{Pool: db.Pool})
+	d, err := postgreschanges.NewDispatcher(postgreschanges.DispatcherConfig{
+		Checker: checker, Targets: h, Deliver: h.deliver, Key: key, Logger: log, Workers: 2, Queue: 16,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c, err := replication.New(replication.Config{
+		DatabaseURL: db.URL, Logger: log,
+		OnChange: func(ch replication.Change) { _ = d.Enqueue(ctx, ch) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = d.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		if err := c.Run(ctx); err != nil {
+			t.Errorf("replication: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for !c.Status().Connected {
+		if time.Now().After(deadline) {
+			t.Fatalf("replication did not connect: %+v", c.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return checker
+}
+
+func exec(t *testing.T, db *dbtest.DB, sql string) {
+	t.Helper()
+	if _, err := db.Pool.Exec(context.Background(), sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+const seed = `
+	insert into public.rooms (room_id, title, anime_id, anime_title, episode_number, video_url, host_user_id, host_username, is_public)
+	values ('publicroom', 'P', 'a', 'A', 1, 'https://e.com/v', 'h1', 'H1', true),
+	       ('secretroom', 'S', 'a', 'A', 1, 'https://e.com/v', 'h2', 'H2', false);
+	insert into public.room_members (room_id, user_id, username, is_host)
+	values ('publicroom', 'h1', 'H1', true), ('secretroom', 'h2', 'H2', true), ('secretroom', 'member1', 'M', false);
+	insert into animesync.room_access_keys (room_id, key_hash) values ('secretroom', 'hash-of-the-key');`
+
+// TestHostActionReachesSubscribersByVisibility follows the host through
+// UPDATE events on rooms filtered by room_id, as the platform's clients do.
+func TestHostActionReachesSubscribersByVisibility(t *testing.T) {
+	db := dbtest.New(t)
+	exec(t, db, seed)
+	h := newHub()
+	rooms := func(room string) postgreschanges.Params {
+		return postgreschanges.Params{Event: "UPDATE", Schema: "public", Table: "rooms", Filter: "room_id=eq." + room}
+	}
+	h.add("anon-public", anon, 11, rooms("publicroom"))
+	h.add("anon-secret", anon, 12, rooms("secretroom"))
+	h.add("token-secret", tokenFor("secretroom", "viewer1"), 12, rooms("secretroom"))
+	h.add("token-other", tokenFor("otherroom1", "viewer2"), 12, rooms("secretroom"))
+	h.add("member-secret", member, 12, rooms("secretroom"))
+	h.add("service-secret", service, 12, rooms("secretroom"))
+	h.add("inserts-only", anon, 13, postgreschanges.Params{Event: "INSERT", Schema: "public", Table: "rooms"})
+	pipeline(t, db, h, postgreschanges.RoomKey)
+
+	exec(t, db, `update public.rooms set "current_time" = 30.5, is_playing = true, sync_version = 1 where room_id = 'publicroom'`)
+	exec(t, db, `update public.rooms set "current_time" = 99.25, is_playing = false, sync_version = 7 where room_id = 'secretroom'`)
+	h.waitCalls(t, 2)
+	time.Sleep(200 * time.Millisecond)
+
+	for name, want := range map[string]int{"anon-public": 1, "anon-secret": 0, "token-secret": 1, "token-other": 0,
+		"member-secret": 1, "service-secret": 1, "inserts-only": 0} {
+		if got := len(h.payloads(name)); got != want {
+			t.Errorf("%s got %d payloads, want %d", name, got, want)
+		}
+	}
+	p := h.payloads("token-secret")
+	if len(p) == 0 {
+		t.FailNow()
+	}
+	var frame struct {
+		IDs  []int64 `json:"ids"`
+		Data struct {
+			Schema, Table, Type string
+			CommitTimestamp     string           `json:"commit_timestamp"`
+			Columns             []map[string]any `json:"columns"`
+			Record              map[string]any   `json:"record"`
+			OldRecord           map[string]any   `json:"old_record"`
+			Errors              any              `json:"errors"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(p[0]), &frame); err != nil {
+		t.Fatal(err)
+	}
+	d := frame.Data
+	if len(frame.IDs) != 1 || frame.IDs[0] != 12 || d.Schema != "public" || d.Table != "rooms" || d.Type != "UPDATE" || d.Errors != nil {
+		t.Errorf("frame: %s", p[0])
+	}
+	if d.Record["current_time"] != 99.25 || d.Record["is_playing"] != false || d.Record["sync_version"] != 7.0 || d.OldRecord["sync_version"] != 0.0 {
+		t.Errorf("record %v old %v", d.Record, d.OldRecord)
+	}
+	if _, err := time.Parse(postgreschanges.CommitTimestampFormat, d.CommitTimestamp); err != nil || !strings.HasSuffix(d.CommitTimestamp, "Z") {
+		t.Errorf("commit_timestamp %q: %v", d.CommitTimestamp, err)
+	}
+	for name := range h.got {
+		for _, pl := range h.payloads(name) {
+			if strings.Contains(pl, "hash-of-the-key") || strings.Contains(pl, "key_hash") {
+				t.Errorf("%s received the access key: %s", name, pl)
+			}
+		}
+	}
+}
+
+// TestMembersAndCommentsWithOldRows covers INSERT of a member and a
+// comment and DELETE of a member: deletes carry the old row, and a private
+// room's deleted rows stay invisible to anon subscribers.
+func TestMembersAndCommentsWithOldRows(t *testing.T) {
+	db := dbtest.New(t)
+	exec(t, db, seed)
+	h := newHub()
+	all := func(table string) postgreschanges.Params {
+		return postgreschanges.Params{Event: "*", Schema: "public", Table: table}
+	}
+	h.add("anon-members", anon, 1, all("room_members"))
+	h.add("token-members", tokenFor("secretroom", "v"), 1, all("room_members"))
+	h.add("anon-comments", anon, 2, postgreschanges.Params{Event: "INSERT", Schema: "public", Table: "comments", Filter: "room_id=in.(publicroom,secretroom)"})
+	h.add("token-comments", tokenFor("secretroom", "v"), 2, postgreschanges.Params{Event: "INSERT", Schema: "public", Table: "comments", Filter: "room_id=eq.secretroom"})
+	pipeline(t, db, h, postgreschanges.RoomKey)
+
+	exec(t, db, `insert into public.room_members (room_id, user_id, username) values ('publicroom', 'u1', 'U1')`)
+	exec(t, db, `insert into public.room_members (room_id, user_id, username) values ('secretroom', 'u2', 'U2')`)
+	exec(t, db, `insert into public.comments (anime_id, episode_number, room_id, user_id, username, message) values ('a', 1, 'publicroom', 'u1', 'U1', 'hello')`)
+	exec(t, db, `insert into public.comments (anime_id, episode_number, room_id, user_id, username, message) values ('a', 1, 'secretroom', 'u2', 'U2', 'psst')`)
+	exec(t, db, `delete from public.room_members where user_id = 'u1'`)
+	exec(t, db, `delete from public.room_members where user_id = 'u2'`)
+	// 6 changes reach someone (the rooms updates of member_count have no subscriber)
+	h.waitCalls(t, 6)
+	time.Sleep(200 * time.Millisecond)
+
+	kinds := func(name string) string {
+		var out []string
+		for _, p := range h.payloads(name) {
+			var f struct {
+				Data struct {
+					Type      string         `json:"type"`
+					Record    map[string]any `json:"record"`
+					OldRecord map[string]any `json:"old_record"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal([]byte(p), &f); err != nil {
+				t.Fatal(err)
+			}
+			row := f.Data.Record
+			if f.Data.Type == "DELETE" {
+				row = f.Data.OldRecord
+			}
+			s := fmt.Sprintf("%s %v", f.Data.Type, row["user_id"])
+			if m, ok := row["message"]; ok {
+				s += fmt.Sprintf(" %v", m)
+			}
+			out = append(out, s)
+		}
+		return strings.Join(out, "; ")
+	}
+	for name, want := range map[string]string{
+		"anon-members":   "INSERT u1; DELETE u1",
+		"token-members":  "INSERT u1; INSERT u2; DELETE u1; DELETE u2",
+		"anon-comments":  "INSERT u1 hello",
+		"token-comments": "INSERT u2 psst",
+	} {
+		if got := kinds(name); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	// The DELETE carries the whole old row (REPLICA IDENTITY FULL).
+	p := h.payloads("token-members")
+	if len(p) != 4 {
+		t.Fatalf("token-members got %d payloads", len(p))
+	}
+	if !strings.Contains(p[3], `"old_record":{`) || !strings.Contains(p[3], `"username":"U2"`) || strings.Contains(p[3], `"record"`) {
+		t.Errorf("member delete: %s", p[3])
+	}
+}
+
+// TestOneCheckPerDistinctKey: a thousand anon viewers and a thousand
+// holders of one room's token cost two checks per change, not two thousand.
+func TestOneCheckPerDistinctKey(t *testing.T) {
+	db := dbtest.New(t)
+	exec(t, db, seed)
+	h := newHub()
+	p := postgreschanges.Params{Event: "UPDATE", Schema: "public", Table: "rooms", Filter: "room_id=eq.secretroom"}
+	for i := range 1000 {
+		h.add(fmt.Sprintf("anon-%d", i), anon, 5, p)
+		h.add(fmt.Sprintf("token-%d", i), tokenFor("secretroom", fmt.Sprintf("viewer%d", i)), 5, p)
+	}
+	checker := pipeline(t, db, h, postgreschanges.RoomKey)
+
+	exec(t, db, `update public.rooms set sync_version = 1 where room_id = 'secretroom'`)
+	exec(t, db, `update public.rooms set sync_version = 2 where room_id = 'secretroom'`)
+	h.waitCalls(t, 2)
+	if q := checker.Queries(); q != 4 {
+		t.Errorf("%d row checks for 2 changes × 2 keys, want 4", q)
+	}
+	if n := len(h.payloads("token-999")); n != 2 {
+		t.Errorf("token holder got %d payloads, want 2", n)
+	}
+	if n := len(h.payloads("anon-0")); n != 0 {
+		t.Errorf("anon viewer of a private room got %d payloads", n)
+	}
+	// One shared payload for all token holders.
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.got) != 1000 {
+		t.Errorf("%d channels received something, want the 1000 token holders", len(h.got))
+	}
+}
+
+// TestColumnPrivilegesAreEnforced: a column a role may not select never
+// appears in its payloads, whoever else sees it.
+func TestColumnPrivilegesAreEnforced(t *testing.T) {
+	db := dbtest.New(t)
+	exec(t, db, seed)
+	exec(t, db, `revoke select on public.room_members from anon;
+		grant select (room_id, user_id, username, is_host, joined_at) on public.room_members to anon`)
+	h := newHub()
+	p := postgreschanges.Params{Event: "INSERT", Schema: "public", Table: "room_members"}
+	h.add("anon", anon, 1, p)
+	h.add("service", service, 1, p)
+	pipeline(t, db, h, postgreschanges.DefaultKey)
+
+	exec(t, db, `insert into public.room_members (room_id, user_id, username, avatar_url) values ('publicroom', 'u9', 'U9', 'https://e.com/a.png')`)
+	h.waitCalls(t, 1)
+	a, s := h.payloads("anon"), h.payloads("service")
+	if len(a) != 1 || len(s) != 1 {
+		t.Fatalf("anon %d, service %d payloads", len(a), len(s))
+	}
+	if strings.Contains(a[0], "avatar_url") || strings.Contains(a[0], "last_seen_at") || !strings.Contains(a[0], `"username":"U9"`) {
+		t.Errorf("anon payload leaks or lacks columns: %s", a[0])
+	}
+	if !strings.Contains(s[0], `"avatar_url":"https://e.com/a.png"`) {
+		t.Errorf("service payload lacks avatar_url: %s", s[0])
+	}
+}
+
+// TestCheckerFailsClosed: a role that does not exist sees nothing and costs
+// no query; a table without row-level security needs no query either.
+func TestCheckerFailsClosed(t *testing.T) {
+	db := dbtest.New(t)
+	exec(t, db, seed)
+	var relid uint32
+	if err := db.Pool.QueryRow(context.Background(), `select 'public.rooms'::regclass::oid`).Scan(&relid); err != nil {
+		t.Fatal(err)
+	}
+	c := postgreschanges.NewChecker(postgreschanges.CheckerConfig{Pool: db.Pool})
+	ch := &replication.Change{Schema: "public", Table: "rooms", Type: replication.Update, RelationID: relid,
+		Record: map[string]any{"room_id": "secretroom", "is_public": false}}
+	v, err := c.Check(context.Background(), ch, map[string]postgreschanges.Auth{
+		"ghost":   {Role: "no_such_role", Claims: map[string]any{}},
+		"service": service,
+		"anon":    anon,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v["ghost"].Visible || !v["service"].Visible || v["anon"].Visible {
+		t.Errorf("verdicts %+v", v)
+	}
+	if q := c.Queries(); q != 1 {
+		t.Errorf("%d queries, want 1 (anon only)", q)
+	}
+	// The row image decides, not the table: the same room as public is visible.
+	ch.Record["is_public"] = true
+	v, err = c.Check(context.Background(), ch, map[string]postgreschanges.Auth{"anon": anon})
+	if err != nil || !v["anon"].Visible {
+		t.Errorf("public row image: %+v %v", v, err)
+	}
+}

@@ -1,0 +1,304 @@
+package postgreschanges
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/animesync/animesync/supabase/replication"
+)
+
+// Auth is who a channel subscribed as: the PostgreSQL role from its token's
+// role claim and the token's claims, which policies read through
+// request.jwt.claims (auth.jwt(), auth.uid()).
+type Auth struct {
+	Role   string
+	Claims map[string]any
+}
+
+// KeyFunc maps an Auth to the key visibility is computed once per: two
+// subscribers with the same key must see exactly the same rows.
+type KeyFunc func(Auth) string
+
+// DefaultKey is safe for any policy: the role plus every claim except the
+// time-bound ones (exp, iat, nbf, jti), which no row policy should read. All
+// anon-key viewers share one key; each signed-in user has their own.
+func DefaultKey(a Auth) string {
+	c := make(map[string]any, len(a.Claims))
+	for k, v := range a.Claims {
+		switch k {
+		case "exp", "iat", "nbf", "jti":
+		default:
+			c[k] = v
+		}
+	}
+	b, _ := json.Marshal(c) // maps marshal with sorted keys: canonical
+	return a.Role + "\x00" + string(b)
+}
+
+// RoomKey is the key for animesync's policies, which read only the role,
+// the room_id claim of a realtime_token and, for signed-in users, sub
+// (animesync.can_read_room). So all holders of one room's realtime_token
+// share a key: 1,000 viewers of a private room cost one check. Keep it in
+// step with the policies of the published tables.
+func RoomKey(a Auth) string {
+	room, _ := a.Claims["room_id"].(string)
+	sub := ""
+	if a.Role == "authenticated" {
+		sub, _ = a.Claims["sub"].(string)
+	}
+	return a.Role + "\x00" + room + "\x00" + sub
+}
+
+// Verdict is what one key may see of one change.
+type Verdict struct {
+	Visible bool
+	// Columns the key's role may select, in attribute order; a payload
+	// carries only these.
+	Columns []string
+}
+
+// CheckerConfig configures a Checker.
+type CheckerConfig struct {
+	Pool *pgxpool.Pool
+	// PolicyTTL bounds how long a table's policies and grants are cached
+	// (default 30 s): a policy change takes effect within it.
+	PolicyTTL time.Duration
+	// Timeout bounds the check of one change (default 5 s).
+	Timeout time.Duration
+}
+
+// Checker answers "could this role, with these claims, SELECT this row?"
+// in PostgreSQL, applying the table's own row-level security policies and
+// column privileges.
+//
+// How: for a (table, role) pair it reads, once per PolicyTTL, the SELECT
+// policies that apply to the role (pg_policy, combined as PostgreSQL does:
+// permissive ones OR-ed, restrictive ones AND-ed, no permissive policy =
+// no rows), whether RLS applies at all (disabled, table owner, superuser or
+// BYPASSRLS role) and which columns the role may select. Then, for each
+// change, one transaction evaluates that expression for every distinct key
+// against the changed row itself, rebuilt with jsonb_populate_record, after
+// SET ROLE and request.jwt.claims, all in one round trip. Evaluating the
+// row image rather than re-reading the table by primary key (Supabase's
+// method) also works for DELETE, whose row no longer exists: a deleted
+// private room's members and comments stay invisible to anon subscribers
+// instead of leaking their keys.
+type Checker struct {
+	pool    *pgxpool.Pool
+	ttl     time.Duration
+	timeout time.Duration
+
+	mu       sync.Mutex
+	policies map[policyKey]*tablePolicy
+
+	queries atomic.Uint64
+}
+
+type policyKey struct {
+	rel  uint32
+	role string
+}
+
+type tablePolicy struct {
+	loaded time.Time
+	// exists is false when the role does not exist: nothing is visible.
+	exists bool
+	// expr is the SQL boolean the row must satisfy; "true" when RLS does
+	// not apply to the role, "false" when no policy grants it rows.
+	expr string
+	// relType is the table's row type, for jsonb_populate_record; alias is
+	// the table name the policy expressions refer to the row by.
+	relType, alias string
+	columns        []string
+}
+
+// NewChecker returns a Checker using cfg.Pool, whose user must be a member
+// of every client role (the migrations grant this, as Supabase does).
+func NewChecker(cfg CheckerConfig) *Checker {
+	if cfg.PolicyTTL <= 0 {
+		cfg.PolicyTTL = 30 * time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	return &Checker{pool: cfg.Pool, ttl: cfg.PolicyTTL, timeout: cfg.Timeout, policies: map[policyKey]*tablePolicy{}}
+}
+
+// Queries is the number of row checks evaluated in PostgreSQL so far (one
+// per distinct key of a change whose table has RLS for that role).
+func (c *Checker) Queries() uint64 { return c.queries.Load() }
+
+// Check decides visibility of ch for each key of byKey. A key whose check
+// fails is not visible: errors close, never open.
+func (c *Checker) Check(ctx context.Context, ch *replication.Change, byKey map[string]Auth) (map[string]Verdict, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	row := ch.Record
+	if ch.Type == replication.Delete {
+		row = ch.OldRecord
+	}
+	out := make(map[string]Verdict, len(byKey))
+	type pending struct {
+		key    string
+		auth   Auth
+		policy *tablePolicy
+	}
+	var sqlChecks []pending
+	keys := make([]string, 0, len(byKey))
+	for k := range byKey {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // deterministic order of statements
+	for _, k := range keys {
+		a := byKey[k]
+		p, err := c.policy(ctx, ch.RelationID, a.Role)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case !p.exists || len(p.columns) == 0 || p.expr == "false":
+			out[k] = Verdict{}
+		case p.expr == "true":
+			out[k] = Verdict{Visible: true, Columns: p.columns}
+		default:
+			sqlChecks = append(sqlChecks, pending{k, a, p})
+		}
+	}
+	if len(sqlChecks) == 0 {
+		return out, nil
+	}
+	rowJSON, err := json.Marshal(row)
+	if err != nil {
+		return nil, fmt.Errorf("postgreschanges: encode row of %s.%s: %w", ch.Schema, ch.Table, err)
+	}
+	tx, err := c.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("postgreschanges: check %s.%s: %w", ch.Schema, ch.Table, err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck // read-only; rollback also resets the role
+	batch := &pgx.Batch{}
+	for _, pc := range sqlChecks {
+		claims, err := json.Marshal(pc.auth.Claims)
+		if err != nil {
+			return nil, fmt.Errorf("postgreschanges: encode claims: %w", err)
+		}
+		batch.Queue(`select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)`, pc.auth.Role, string(claims))
+		batch.Queue(fmt.Sprintf(`select coalesce((select (%s) from jsonb_populate_record(null::%s, $1::jsonb) as %s), false)`,
+			pc.policy.expr, pc.policy.relType, pc.policy.alias), string(rowJSON))
+	}
+	res := tx.SendBatch(ctx, batch)
+	for _, pc := range sqlChecks {
+		if _, err := res.Exec(); err != nil {
+			res.Close()
+			return nil, fmt.Errorf("postgreschanges: set role %s: %w", pc.auth.Role, err)
+		}
+		var ok bool
+		if err := res.QueryRow().Scan(&ok); err != nil {
+			res.Close()
+			return nil, fmt.Errorf("postgreschanges: check %s.%s as %s: %w", ch.Schema, ch.Table, pc.auth.Role, err)
+		}
+		c.queries.Add(1)
+		out[pc.key] = Verdict{Visible: ok, Columns: pc.policy.columns}
+	}
+	if err := res.Close(); err != nil {
+		return nil, fmt.Errorf("postgreschanges: check %s.%s: %w", ch.Schema, ch.Table, err)
+	}
+	return out, nil
+}
+
+func (c *Checker) policy(ctx context.Context, rel uint32, role string) (*tablePolicy, error) {
+	k := policyKey{rel, role}
+	c.mu.Lock()
+	p, ok := c.policies[k]
+	c.mu.Unlock()
+	if ok && time.Since(p.loaded) < c.ttl {
+		return p, nil
+	}
+	p, err := c.loadPolicy(ctx, rel, role)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.policies[k] = p
+	c.mu.Unlock()
+	return p, nil
+}
+
+func (c *Checker) loadPolicy(ctx context.Context, rel uint32, role string) (*tablePolicy, error) {
+	p := &tablePolicy{loaded: time.Now()}
+	var rls, force, owner, super, bypass bool
+	err := c.pool.QueryRow(ctx, `
+		select c.relrowsecurity, c.relforcerowsecurity, c.relowner = r.oid, r.rolsuper, r.rolbypassrls,
+		       quote_ident(n.nspname) || '.' || quote_ident(c.relname), quote_ident(c.relname)
+		  from pg_class c
+		  join pg_namespace n on n.oid = c.relnamespace
+		  join pg_roles r on r.rolname = $2
+		 where c.oid = $1`, rel, role).Scan(&rls, &force, &owner, &super, &bypass, &p.relType, &p.alias)
+	if err == pgx.ErrNoRows {
+		return p, nil // unknown role (or table dropped): nothing visible
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgreschanges: load policies of relation %d for %s: %w", rel, role, err)
+	}
+	p.exists = true
+	rows, err := c.pool.Query(ctx, `
+		select attname from pg_attribute
+		 where attrelid = $1 and attnum > 0 and not attisdropped
+		   and has_column_privilege($2, attrelid, attnum, 'SELECT')
+		 order by attnum`, rel, role)
+	if err != nil {
+		return nil, fmt.Errorf("postgreschanges: column privileges of relation %d for %s: %w", rel, role, err)
+	}
+	if p.columns, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, fmt.Errorf("postgreschanges: column privileges of relation %d for %s: %w", rel, role, err)
+	}
+	if !rls || super || bypass || (owner && !force) {
+		p.expr = "true"
+		return p, nil
+	}
+	rows, err = c.pool.Query(ctx, `
+		select polpermissive, coalesce(pg_get_expr(polqual, polrelid), 'true')
+		  from pg_policy
+		 where polrelid = $1 and polcmd in ('r', '*')
+		   and ('0'::oid = any(polroles) or exists (select 1 from unnest(polroles) pr where pg_has_role($2, pr, 'MEMBER')))
+		 order by polname`, rel, role)
+	if err != nil {
+		return nil, fmt.Errorf("postgreschanges: policies of relation %d for %s: %w", rel, role, err)
+	}
+	var permissive, restrictive []string
+	for rows.Next() {
+		var perm bool
+		var qual string
+		if err := rows.Scan(&perm, &qual); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("postgreschanges: policies of relation %d: %w", rel, err)
+		}
+		if perm {
+			permissive = append(permissive, "("+qual+")")
+		} else {
+			restrictive = append(restrictive, "("+qual+")")
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgreschanges: policies of relation %d: %w", rel, err)
+	}
+	if len(permissive) == 0 {
+		p.expr = "false"
+		return p, nil
+	}
+	expr := "(" + strings.Join(permissive, " or ") + ")"
+	for _, r := range restrictive {
+		expr += " and " + r
+	}
+	p.expr = expr
+	return p, nil
+}
