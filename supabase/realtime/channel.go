@@ -140,6 +140,7 @@ func (c *conn) join(m Message) {
 	c.noChannelFrom = time.Time{}
 	c.srv.channelCount.Add(1)
 	c.srv.hub.subscribe(ch, encodeText(c.vsn, m.JoinRef, m.Ref, m.Topic, "phx_reply", resp))
+	c.srv.trackPostgresChanges(ch)
 }
 
 // joinChecks runs Realtime's join checks in its order and returns the
@@ -204,6 +205,7 @@ func (c *conn) dropChannel(ch *channel) {
 		return
 	}
 	c.srv.hub.unsubscribe(ch)
+	c.srv.untrackPostgresChanges(ch)
 	if c.channels[ch.topic] == ch {
 		delete(c.channels, ch.topic)
 	}

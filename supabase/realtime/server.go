@@ -40,6 +40,7 @@ type Server struct {
 	limits   limits
 	log      *slog.Logger
 	sink     PresenceSink
+	pg       pgChannels
 	now      func() time.Time
 
 	hub   *hub

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -26,7 +27,9 @@ import (
 	"github.com/animesync/animesync/supabase"
 	"github.com/animesync/animesync/supabase/cleanup"
 	"github.com/animesync/animesync/supabase/gateway"
+	"github.com/animesync/animesync/supabase/postgreschanges"
 	"github.com/animesync/animesync/supabase/realtime"
+	"github.com/animesync/animesync/supabase/replication"
 	"github.com/animesync/animesync/supabase/upstream"
 )
 
@@ -146,6 +149,8 @@ type App struct {
 	Echo     *echo.Echo
 	Realtime *realtime.Server
 	Presence *functions.PresenceReports
+	// changes is the replication consumer once it runs, for /health.
+	changes atomic.Pointer[replication.Consumer]
 }
 
 // NewApp builds the router and, without an upstream, the realtime server.
@@ -157,7 +162,12 @@ func NewApp(c Components) *App {
 		app.Presence = functions.NewPresenceReports(deps)
 		app.Realtime = realtime.New(realtime.Options{Verifier: c.Verifier, Config: c.Config, Logger: c.Logger, Presence: app.Presence})
 		health.Realtime = func() any {
-			return realtimeHealth{Status: "ok", Stats: app.Realtime.Stats()}
+			rep := realtimeHealth{Status: "ok", Stats: app.Realtime.Stats()}
+			if c := app.changes.Load(); c != nil {
+				st := c.Status()
+				rep.Replication = &st
+			}
+			return rep
 		}
 	}
 	app.Echo = gateway.New(gateway.Options{
@@ -180,6 +190,8 @@ func NewApp(c Components) *App {
 type realtimeHealth struct {
 	Status string `json:"status"`
 	realtime.Stats
+	// Replication is the postgres_changes feed: connected, slot, lag.
+	Replication *replication.Status `json:"replication,omitempty"`
 }
 
 // NewRouter builds the HTTP router from its parts; tests use it with a
@@ -245,6 +257,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if s.app.Realtime != nil {
 		g.Go(func() error { return s.app.Realtime.Run(gctx) })
 		g.Go(func() error { return s.app.Presence.Run(gctx) })
+		if err := s.startChanges(gctx, g); err != nil {
+			return err
+		}
 	}
 	g.Go(func() error {
 		<-gctx.Done()
@@ -254,4 +269,43 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		return srv.Shutdown(shutdownCtx)
 	})
 	return g.Wait()
+}
+
+// startChanges feeds postgres_changes and database broadcasts to the
+// built-in realtime server from logical replication of supabase_realtime.
+// A database that cannot replicate logically (wal_level) disables only
+// that: one clear error in the log, and everything else keeps serving.
+func (s *Server) startChanges(ctx context.Context, g *errgroup.Group) error {
+	rt := s.app.Realtime
+	disp, err := postgreschanges.NewDispatcher(postgreschanges.DispatcherConfig{
+		Checker: postgreschanges.NewChecker(postgreschanges.CheckerConfig{Pool: s.pool}),
+		Targets: rt,
+		Deliver: rt.DeliverPostgresChanges,
+		Key:     postgreschanges.RoomKey,
+		Logger:  s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("postgres_changes: %w", err)
+	}
+	cons, err := replication.New(replication.Config{
+		DatabaseURL: s.cfg.DBURL,
+		OnChange:    func(c replication.Change) { _ = disp.Enqueue(ctx, c) },
+		OnBroadcast: rt.BroadcastFromDatabase,
+		Logger:      s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("replication: %w", err)
+	}
+	s.app.changes.Store(cons)
+	g.Go(func() error { return disp.Run(ctx) })
+	g.Go(func() error {
+		err := cons.Run(ctx)
+		var ce *replication.ConfigError
+		if errors.As(err, &ce) {
+			s.log.Error("realtime postgres_changes disabled: the database cannot replicate logically; start PostgreSQL with wal_level=logical", "error", err)
+			return nil
+		}
+		return err
+	})
+	return nil
 }

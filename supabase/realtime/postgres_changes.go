@@ -1,0 +1,104 @@
+package realtime
+
+import (
+	"encoding/json"
+	"sync"
+
+	"github.com/animesync/animesync/supabase/postgreschanges"
+	"github.com/animesync/animesync/supabase/replication"
+)
+
+// pgChannels indexes the channels that subscribed to postgres_changes, for
+// the dispatcher (postgreschanges.TargetSource). Joins and leaves update it;
+// the dispatcher only reads it, never the hub's shards.
+type pgChannels struct {
+	mu     sync.RWMutex
+	byChan map[*channel]postgreschanges.Target
+}
+
+// trackPostgresChanges parses a joined channel's bindings and indexes it.
+// A binding that does not parse is logged and left out: the join reply has
+// already echoed it, and it matches nothing.
+func (s *Server) trackPostgresChanges(ch *channel) {
+	if len(ch.bindings) == 0 {
+		return
+	}
+	target := postgreschanges.Target{Channel: ch, Auth: authOf(ch)}
+	for _, b := range ch.bindings {
+		raw, _ := json.Marshal(b.Params)
+		var p postgreschanges.Params
+		if err := json.Unmarshal(raw, &p); err != nil {
+			s.log.Debug("realtime: postgres_changes binding", "topic", ch.topic, "error", err)
+			continue
+		}
+		sub, err := postgreschanges.Parse(p, b.ID)
+		if err != nil {
+			s.log.Debug("realtime: postgres_changes binding", "topic", ch.topic, "error", err)
+			continue
+		}
+		target.Bindings = append(target.Bindings, sub)
+	}
+	if len(target.Bindings) == 0 {
+		return
+	}
+	s.pg.mu.Lock()
+	if s.pg.byChan == nil {
+		s.pg.byChan = map[*channel]postgreschanges.Target{}
+	}
+	s.pg.byChan[ch] = target
+	s.pg.mu.Unlock()
+}
+
+func (s *Server) untrackPostgresChanges(ch *channel) {
+	if len(ch.bindings) == 0 {
+		return
+	}
+	s.pg.mu.Lock()
+	delete(s.pg.byChan, ch)
+	s.pg.mu.Unlock()
+}
+
+// authOf is the role and claims row-level security judges a channel by:
+// its token's, or anon without one.
+func authOf(ch *channel) postgreschanges.Auth {
+	if ch.claims == nil || ch.claims.Role == "" {
+		return postgreschanges.Auth{Role: "anon", Claims: map[string]any{"role": "anon"}}
+	}
+	return postgreschanges.Auth{Role: ch.claims.Role, Claims: ch.claims.Raw}
+}
+
+// Targets lists the channels with postgres_changes bindings; the
+// dispatcher matches each binding against the change itself.
+func (s *Server) Targets(schema, table string) []postgreschanges.Target {
+	s.pg.mu.RLock()
+	defer s.pg.mu.RUnlock()
+	out := make([]postgreschanges.Target, 0, len(s.pg.byChan))
+	for _, t := range s.pg.byChan {
+		out = append(out, t)
+	}
+	return out
+}
+
+// DeliverPostgresChanges queues each payload on its channel's socket. It
+// never blocks: a socket whose queue is full is dropped as a slow client.
+func (s *Server) DeliverPostgresChanges(ds []postgreschanges.Delivery) {
+	for _, d := range ds {
+		ch, ok := d.Channel.(*channel)
+		if !ok || ch.closed.Load() {
+			continue
+		}
+		ch.conn.send(encodeText(ch.conn.vsn, "", "", ch.topic, "postgres_changes", d.Payload))
+	}
+}
+
+// BroadcastFromDatabase delivers a row of realtime.messages (realtime.send,
+// the rooms trigger) as Supabase does: a broadcast on its topic, in the
+// private or public group, with the message id as metadata.
+func (s *Server) BroadcastFromDatabase(b replication.Broadcast) {
+	meta, _ := json.Marshal(map[string]string{"id": b.ID})
+	m := BroadcastMessage{Topic: b.Topic, Event: b.Event, Payload: b.Payload, Private: b.Private, Meta: meta}
+	if len(b.Payload) == 0 && len(b.BinaryPayload) > 0 {
+		m.Payload, m.Binary = b.BinaryPayload, true
+	}
+	s.Publish(m)
+}
