@@ -1,0 +1,119 @@
+// postgres_changes as the platform's clients use them, from animesync's own
+// realtime server fed by logical replication: the seed's "follow the host"
+// subscription, member rows with old records, and a private room's rows
+// only for the holder of its realtime_token. Run by scripts/test.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { createClient } from '@supabase/supabase-js'
+import WebSocket from 'ws'
+
+const url = process.env.SUPABASE_URL ?? 'http://127.0.0.1:54321'
+const anonKey = process.env.SUPABASE_ANON_KEY ??
+  'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0'
+const transport = globalThis.WebSocket ? undefined : WebSocket
+const clients = []
+const client = () => { const c = createClient(url, anonKey, { realtime: { transport } }); clients.push(c); return c }
+after(async () => { for (const c of clients) await c.removeAllChannels() })
+const run = `${process.pid}${Date.now() % 100000}`
+
+async function invoke (sb, name, body) {
+  const { data, error } = await sb.functions.invoke(name, { body })
+  if (error) assert.fail(`${name}: ${JSON.stringify(await error.context.json())}`)
+  return data.data
+}
+
+function subscribe (channel) {
+  return new Promise((resolve, reject) => {
+    channel.subscribe((status, err) => {
+      if (status === 'SUBSCRIBED') resolve()
+      else if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT') reject(err ?? new Error(status))
+    })
+  })
+}
+
+// waitFor resolves with the first event pred accepts, or null after ms.
+function collector () {
+  const events = []
+  let waiters = []
+  return {
+    push (e) { events.push(e); waiters = waiters.filter((w) => !(w.pred(e) && (w.resolve(e), true))) },
+    waitFor (pred, ms = 5000) {
+      const hit = events.find(pred)
+      if (hit) return Promise.resolve(hit)
+      return new Promise((resolve) => {
+        const w = { pred, resolve }
+        waiters.push(w)
+        setTimeout(() => resolve(null), ms)
+      })
+    },
+    events,
+  }
+}
+
+const newRoom = (sb, host, extra = {}) => invoke(sb, 'rooms-create', {
+  title: 'Watching Attack on Titan S1E1 Together', anime_id: 'aot-season-1', anime_title: 'Attack on Titan',
+  episode_number: 1, video_url: 'https://example.com/video.mp4', host_user_id: host, host_username: host, ...extra,
+})
+
+test('a member follows the host through postgres_changes on rooms (sync-control and its alias)', async () => {
+  const sb = client()
+  const { room } = await newRoom(sb, `h${run}`)
+  const got = collector()
+  await subscribe(sb.channel(`room:${room.room_id}`).on('postgres_changes',
+    { event: 'UPDATE', schema: 'public', table: 'rooms', filter: `room_id=eq.${room.room_id}` }, (p) => got.push(p)))
+
+  await invoke(sb, 'sync-control', { room_id: room.room_id, user_id: `h${run}`, action: 'play', current_time: 120.5 })
+  const played = await got.waitFor((p) => p.new.sync_version === 1)
+  assert.ok(played, 'the play reached the member')
+  assert.equal(played.new.current_time, 120.5)
+  assert.equal(played.new.is_playing, true)
+  assert.equal(played.eventType, 'UPDATE')
+  assert.equal(played.old.sync_version, 0, 'old record with replica identity full')
+
+  const res = await fetch(`${url}/functions/v1/sync/control`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json', apikey: anonKey },
+    body: JSON.stringify({ room_id: room.room_id, user_id: `h${run}`, action: 'pause', current_time: 130 }),
+  })
+  assert.equal(res.status, 200)
+  const paused = await got.waitFor((p) => p.new.sync_version === 2)
+  assert.ok(paused, 'the pause through sync/control reached the member')
+  assert.equal(paused.new.is_playing, false)
+  assert.ok(got.events.every((p) => p.new.room_id === room.room_id), 'the filter holds')
+})
+
+test('member rows: INSERT on join, DELETE with the old row on leave', async () => {
+  const sb = client()
+  const { room } = await newRoom(sb, `mh${run}`)
+  const got = collector()
+  await subscribe(sb.channel(`members:${room.room_id}`).on('postgres_changes',
+    { event: '*', schema: 'public', table: 'room_members', filter: `room_id=eq.${room.room_id}` }, (p) => got.push(p)))
+  await invoke(sb, 'rooms-join', { room_id: room.room_id, user_id: `joiner${run}`, username: 'Joiner' })
+  const ins = await got.waitFor((p) => p.eventType === 'INSERT' && p.new.user_id === `joiner${run}`)
+  assert.equal(ins?.new.user_id, `joiner${run}`)
+  await invoke(sb, 'rooms-leave', { room_id: room.room_id, user_id: `joiner${run}` })
+  const del = await got.waitFor((p) => p.eventType === 'DELETE')
+  assert.equal(del?.old.user_id, `joiner${run}`)
+  assert.equal(del?.old.username, 'Joiner')
+})
+
+test('a private room: anon subscribers get nothing, the token holder gets the change, nobody the key', async () => {
+  const host = client()
+  const { room, access_key: key } = await newRoom(host, `ph${run}`, { is_public: false })
+  const anon = client()
+  const holder = client()
+  const { realtime_token: token } = await invoke(holder, 'rooms-join',
+    { room_id: room.room_id, user_id: `pv${run}`, username: 'PV', access_key: key })
+  holder.realtime.setAuth(token)
+
+  const anonGot = collector()
+  const holderGot = collector()
+  const binding = { event: 'UPDATE', schema: 'public', table: 'rooms', filter: `room_id=eq.${room.room_id}` }
+  await subscribe(anon.channel(`watch:${room.room_id}`).on('postgres_changes', binding, (p) => anonGot.push(p)))
+  await subscribe(holder.channel(`watch:${room.room_id}`).on('postgres_changes', binding, (p) => holderGot.push(p)))
+
+  await invoke(host, 'sync-control', { room_id: room.room_id, user_id: `ph${run}`, action: 'seek', current_time: 42 })
+  const seen = await holderGot.waitFor((p) => p.new.current_time === 42)
+  assert.ok(seen, 'the token holder sees the private room change')
+  assert.equal(await anonGot.waitFor(() => true, 1500), null, 'anon sees nothing of a private room')
+  assert.ok(!JSON.stringify(holderGot.events).includes(key), 'the access key is in no payload')
+})
