@@ -298,6 +298,7 @@ func (s *Server) startChanges(ctx context.Context, g *errgroup.Group) error {
 	}
 	s.app.changes.Store(cons)
 	g.Go(func() error { return disp.Run(ctx) })
+	g.Go(func() error { s.sampleReplicationLag(ctx, cons); return nil })
 	g.Go(func() error {
 		err := cons.Run(ctx)
 		var ce *replication.ConfigError
@@ -308,4 +309,20 @@ func (s *Server) startChanges(ctx context.Context, g *errgroup.Group) error {
 		return err
 	})
 	return nil
+}
+
+// sampleReplicationLag copies the consumer's lag into /metrics.
+func (s *Server) sampleReplicationLag(ctx context.Context, cons *replication.Consumer) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			st := cons.Status()
+			s.metrics.SetReplicationLag(st.CommitLag)
+			s.metrics.SetReplicationLagBytes(int64(st.LagBytes))
+		}
+	}
 }
