@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"log/slog"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -11,7 +10,7 @@ import (
 
 // accessLog writes one structured line per request. A failure's cause is
 // logged here, once, with the request id; 5xx at error level.
-func accessLog(log *slog.Logger) echo.MiddlewareFunc {
+func accessLog(log *slog.Logger, labels routeLabels) echo.MiddlewareFunc {
 	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		LogStatus: true, LogURI: true, LogMethod: true, LogLatency: true,
 		LogRequestID: true, LogRemoteIP: true, LogUserAgent: true, HandleError: true,
@@ -24,9 +23,7 @@ func accessLog(log *slog.Logger) echo.MiddlewareFunc {
 				slog.String("request_id", v.RequestID),
 				slog.String("remote_ip", v.RemoteIP),
 			}
-			if fn := functionName(c.Request().URL.Path); fn != "" {
-				attrs = append(attrs, slog.String("function", fn))
-			}
+			attrs = append(attrs, slog.String("route", labels.of(c.Request().URL.Path)))
 			level := slog.LevelInfo
 			if err, ok := c.Get(logErrorKey).(error); ok && err != nil {
 				attrs = append(attrs, slog.String("error", err.Error()))
@@ -38,13 +35,4 @@ func accessLog(log *slog.Logger) echo.MiddlewareFunc {
 			return nil
 		},
 	})
-}
-
-func functionName(path string) string {
-	rest, ok := strings.CutPrefix(path, "/functions/v1/")
-	if !ok {
-		return ""
-	}
-	name, _, _ := strings.Cut(rest, "/")
-	return name
 }

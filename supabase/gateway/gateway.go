@@ -49,12 +49,13 @@ func New(o Options) *echo.Echo {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler
 	resolved := Resolve(o.Functions, o.Settings)
-	e.Pre(observe(o.Metrics, newRouteLabels(resolved)), stripPathPrefix)
+	labels := newRouteLabels(resolved)
+	e.Pre(observe(o.Metrics, labels), stripPathPrefix)
 	if o.Upstream != nil {
-		e.Pre(passthrough(o.Upstream, o.Logger))
+		e.Pre(passthrough(o.Upstream, o.Logger, labels))
 	}
 	e.Pre(cors(o.Config.CORSAllowOrigin), limitBody(BodyLimit))
-	e.Use(middleware.RequestID(), accessLog(o.Logger), middleware.Recover())
+	e.Use(middleware.RequestID(), accessLog(o.Logger, labels), middleware.Recover())
 
 	for _, f := range resolved {
 		if !f.Enabled {

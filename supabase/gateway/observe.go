@@ -99,8 +99,8 @@ func isUpgrade(r *http.Request) bool {
 // headers, its storage upload limits, its RLS), and doubling them would
 // break clients (two Access-Control-Allow-Origin headers fail in browsers).
 // Proxied requests still get one access-log line.
-func passthrough(p *upstream.Proxy, log *slog.Logger) echo.MiddlewareFunc {
-	logged := accessLog(log)(func(c echo.Context) error {
+func passthrough(p *upstream.Proxy, log *slog.Logger, labels routeLabels) echo.MiddlewareFunc {
+	logged := accessLog(log, labels)(func(c echo.Context) error {
 		p.ServeHTTP(c.Response(), c.Request())
 		return nil
 	})
