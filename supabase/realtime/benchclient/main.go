@@ -3,6 +3,7 @@
 //
 //	benchclient -mode fanout -subs 1000   publish→receive latency (p50/p99) and delivered msgs/s
 //	benchclient -mode idle -conns 10000 -server-pid PID   RSS per idle connection
+//	benchclient -mode changes -subs 1000   sync-control → postgres_changes latency against animesync serve (scripts/bench-changes)
 //
 // Subscribers speak vsn 2.0.0 as supabase-js does; the publisher sends
 // binary kind 3 broadcasts carrying their send time, subscribers get kind 4.
@@ -29,13 +30,15 @@ const devAnonKey = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1
 func main() {
 	var (
 		addr      = flag.String("addr", "127.0.0.1:24329", "server host:port")
-		mode      = flag.String("mode", "fanout", "fanout or idle")
+		mode      = flag.String("mode", "fanout", "fanout, idle or changes")
 		subs      = flag.Int("subs", 100, "fanout: subscribers of the channel")
 		rate      = flag.Int("rate", 50, "fanout: messages per second in the latency phase")
 		dur       = flag.Duration("duration", 10*time.Second, "fanout: length of the latency phase")
 		burst     = flag.Int("burst", 200, "fanout: messages published back to back in the throughput phase")
 		conns     = flag.Int("conns", 10000, "idle: connections")
 		serverPID = flag.Int("server-pid", 0, "idle: the server's pid, to read its RSS")
+		actions   = flag.Int("actions", 30, "changes: host sync-control actions")
+		gap       = flag.Duration("gap", 200*time.Millisecond, "changes: pause between actions")
 	)
 	flag.Parse()
 	url := fmt.Sprintf("ws://%s/realtime/v1/websocket?apikey=%s&vsn=2.0.0", *addr, devAnonKey)
@@ -45,6 +48,8 @@ func main() {
 		err = fanout(url, *subs, *rate, *dur, *burst)
 	case "idle":
 		err = idle(url, *conns, *serverPID)
+	case "changes":
+		err = changes(*addr, *subs, *actions, *gap)
 	default:
 		err = fmt.Errorf("unknown mode %q", *mode)
 	}
