@@ -49,8 +49,7 @@ func (d *Deps) commentsGetByEpisode(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	res.Pagination.Limit, res.Pagination.Offset = req.limit(), req.offset()
-	res.Pagination.HasMore = req.offset()+len(res.Comments) < res.Pagination.Total
+	res.Pagination = api.Page(req.limit(), req.offset(), res.Pagination.Total, len(res.Comments))
 	return api.OK(c, res)
 }
 
@@ -176,13 +175,6 @@ func (r *commentsGetByEpisodeRequest) validate() error {
 func (r *commentsGetByEpisodeRequest) limit() int        { return intOr(r.Limit, 20) }
 func (r *commentsGetByEpisodeRequest) offset() int       { return intOr(r.Offset, 0) }
 func (r *commentsGetByEpisodeRequest) repliesLimit() int { return intOr(r.RepliesLimit, 20) }
-
-func intOr(v *int, def int) int {
-	if v == nil {
-		return def
-	}
-	return *v
-}
 
 type anchorWithReplies struct {
 	*store.Comment

@@ -35,3 +35,11 @@ func parse(c echo.Context, req request) error {
 	}
 	return req.validate()
 }
+
+// intOr is an optional integer field's value, or def when it was absent.
+func intOr(v *int, def int) int {
+	if v == nil {
+		return def
+	}
+	return *v
+}

@@ -45,8 +45,7 @@ func (d *Deps) roomsListPublic(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	res.Pagination.Limit, res.Pagination.Offset = req.limit(), req.offset()
-	res.Pagination.HasMore = req.offset()+len(res.Rooms) < res.Pagination.Total
+	res.Pagination = api.Page(req.limit(), req.offset(), res.Pagination.Total, len(res.Rooms))
 	return api.OK(c, res)
 }
 
@@ -86,19 +85,8 @@ func (r *roomsListPublicRequest) validate() error {
 	return v.Err()
 }
 
-func (r *roomsListPublicRequest) limit() int {
-	if r.Limit == nil {
-		return 20
-	}
-	return *r.Limit
-}
-
-func (r *roomsListPublicRequest) offset() int {
-	if r.Offset == nil {
-		return 0
-	}
-	return *r.Offset
-}
+func (r *roomsListPublicRequest) limit() int  { return intOr(r.Limit, 20) }
+func (r *roomsListPublicRequest) offset() int { return intOr(r.Offset, 0) }
 
 type roomsListPublicResponse struct {
 	Rooms      []*store.Room  `json:"rooms"`

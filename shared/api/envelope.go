@@ -51,3 +51,9 @@ type Pagination struct {
 	Total   int  `json:"total"`
 	HasMore bool `json:"has_more"`
 }
+
+// Page describes the page of n items read at offset with limit, out of
+// total matching items.
+func Page(limit, offset, total, n int) Pagination {
+	return Pagination{Limit: limit, Offset: offset, Total: total, HasMore: offset+n < total}
+}
