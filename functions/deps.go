@@ -10,6 +10,7 @@ import (
 
 	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
+	"github.com/animesync/animesync/shared/metrics"
 	"github.com/animesync/animesync/shared/store"
 )
 
@@ -21,6 +22,8 @@ type Deps struct {
 	Log    *slog.Logger
 	// Now is the clock; tests inject their own.
 	Now func() time.Time
+	// Metrics records sync drift; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 func (d *Deps) now() time.Time {

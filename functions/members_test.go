@@ -2,9 +2,11 @@ package functions_test
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
+	"github.com/animesync/animesync/shared/metrics/metricstest"
 	"github.com/animesync/animesync/supabase/server/servertest"
 )
 
@@ -71,6 +73,12 @@ func TestMembersDriftThroughTheAPI(t *testing.T) {
 		if s["drift"] != c.drift || s["sync_status"] != c.status || s["expected_time"] != 110.0 {
 			t.Fatalf("%s: sync = %v", c.user, s)
 		}
+	}
+	// The histogram has the members' drifts, unsigned, and not the host's.
+	fams := metricstest.Gather(t, api.Metrics.Registry())
+	fams.Want(t, "animesync_sync_drift_seconds", "{}", 2)
+	if sum := fams["animesync_sync_drift_seconds"].GetMetric()[0].GetHistogram().GetSampleSum(); math.Abs(sum-6.8) > 1e-9 {
+		t.Errorf("drift sum = %v, want |-0.8| + |-6|", sum)
 	}
 	var stored string
 	var drift float64

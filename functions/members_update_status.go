@@ -34,7 +34,12 @@ func (d *Deps) membersUpdateStatus(c echo.Context) error {
 // through here too, so both paths mean exactly the same thing.
 func (d *Deps) recordReport(ctx context.Context, req *membersUpdateStatusRequest) (membersUpdateStatusResponse, error) {
 	var res membersUpdateStatusResponse
+	// observed is the member's drift, for the histogram once the report is
+	// stored: a retried transaction must not count it twice, and the
+	// host's (0 by definition) says nothing about how well members follow.
+	var observed *float64
 	err := db.InTx(ctx, d.Pool, func(tx pgx.Tx) error {
+		observed = nil
 		// Read the room and the caller's previous report without locks:
 		// reports are the hot path, and taking the room lock here would
 		// queue every member's report behind the others and behind the host.
@@ -80,6 +85,9 @@ func (d *Deps) recordReport(ctx context.Context, req *membersUpdateStatusRequest
 				playing = &room.IsPlaying
 			}
 			drift, status = store.ReportDrift(*req.CurrentTime, isHost, host, now, prevStatus, d.syncPolicy())
+			if !isHost {
+				observed = drift
+			}
 		}
 		row, err := store.ScanMember(tx.QueryRow(ctx, `
 			with m as (
@@ -119,6 +127,9 @@ func (d *Deps) recordReport(ctx context.Context, req *membersUpdateStatusRequest
 		}
 		return nil
 	})
+	if err == nil && observed != nil {
+		d.Metrics.ObserveSyncDrift(*observed)
+	}
 	return res, err
 }
 

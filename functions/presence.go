@@ -2,6 +2,7 @@ package functions
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -41,7 +42,7 @@ func (p *PresenceReports) PresenceTrack(ctx context.Context, topic, key string, 
 	if n, ok := meta["username"].(string); ok {
 		req.Username = n
 	}
-	if t, ok := meta["current_time"].(float64); ok {
+	if t, ok := number(meta["current_time"]); ok {
 		req.CurrentTime = &t
 	}
 	if b, ok := meta["is_playing"].(bool); ok {
@@ -69,6 +70,20 @@ func (p *PresenceReports) PresenceTrack(ctx context.Context, topic, key string, 
 		}
 		p.deps.Log.Warn("presence: store report", "room_id", roomID, "user_id", req.UserID, "error", err)
 	}
+}
+
+// number reads a JSON number from presence meta: the realtime server
+// decodes it as a json.Number, which keeps large integers exact for the
+// presence_state it echoes back to clients.
+func number(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case json.Number:
+		f, err := n.Float64()
+		return f, err == nil
+	}
+	return 0, false
 }
 
 // PresenceLeave forgets a member's presence; its last_seen_at stops moving.

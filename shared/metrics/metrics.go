@@ -31,8 +31,11 @@ const (
 	Out = "out" // server → client
 )
 
-// Results of a cleanup sweep.
+// Sweeps, as supabase/cleanup names them, and their results.
 const (
+	SweepHostLiveness = "host_liveness"
+	SweepCleanup      = "cleanup"
+
 	SweepOK    = "ok"
 	SweepError = "error"
 )
@@ -48,14 +51,19 @@ type Metrics struct {
 	realtimeConnections prometheus.Gauge
 	realtimeChannels    prometheus.Gauge
 	realtimeMessages    *prometheus.CounterVec
-	slowClientsDropped  prometheus.Counter
+	// The two directions' series, bound once: every socket writer adds to
+	// out after each batch, and a label lookup there would take the vec's
+	// lock on the fan-out path.
+	messagesIn, messagesOut prometheus.Counter
+	slowClientsDropped      prometheus.Counter
 
 	replicationLag      prometheus.Gauge
 	replicationLagBytes prometheus.Gauge
 	syncDrift           prometheus.Histogram
 
-	cleanupSweeps  *prometheus.CounterVec
-	cleanupDeleted *prometheus.CounterVec
+	cleanupSweeps        *prometheus.CounterVec
+	cleanupDeleted       *prometheus.CounterVec
+	cleanupHostTransfers prometheus.Counter
 }
 
 // New registers every collector, plus the Go runtime and process
@@ -76,7 +84,7 @@ func New() *Metrics {
 		}, []string{"function"}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "rate_limit_rejections_total",
-			Help: "Requests answered 429, by function and error code (RATE_LIMITED, TOO_MANY_ATTEMPTS).",
+			Help: "Requests refused by a rate limit: HTTP 429s by function and error code, and realtime socket limits (function /realtime/v1).",
 		}, []string{"function", "code"}),
 
 		realtimeConnections: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -113,12 +121,16 @@ func New() *Metrics {
 
 		cleanupSweeps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "cleanup", Name: "sweeps_total",
-			Help: "Cleanup sweeps run by this process, by result (ok, error).",
-		}, []string{"result"}),
+			Help: "Background sweeps run by this process, by sweep (host_liveness, cleanup) and result (ok, error).",
+		}, []string{"sweep", "result"}),
 		cleanupDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "cleanup", Name: "deleted_total",
-			Help: "Rows cleanup deleted, by kind (rooms, sync_states, ...).",
+			Help: "Rows the cleanup sweep deleted, by kind (rooms, sync_states, rate_limit_hits, access_key_attempts).",
 		}, []string{"kind"}),
+		cleanupHostTransfers: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "cleanup", Name: "host_transfers_total",
+			Help: "Host roles the liveness sweep handed over after the host fell silent.",
+		}),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -126,15 +138,16 @@ func New() *Metrics {
 		m.requests, m.requestDuration, m.rateLimited,
 		m.realtimeConnections, m.realtimeChannels, m.realtimeMessages, m.slowClientsDropped,
 		m.replicationLag, m.replicationLagBytes, m.syncDrift,
-		m.cleanupSweeps, m.cleanupDeleted,
+		m.cleanupSweeps, m.cleanupDeleted, m.cleanupHostTransfers,
 	)
-	// Directions and results are a fixed set: create their series up front
-	// so dashboards see zeros instead of missing series.
-	for _, d := range []string{In, Out} {
-		m.realtimeMessages.WithLabelValues(d)
-	}
-	for _, r := range []string{SweepOK, SweepError} {
-		m.cleanupSweeps.WithLabelValues(r)
+	// Directions, sweeps and results are fixed sets: their series exist
+	// from the start so dashboards see zeros instead of missing series.
+	m.messagesIn = m.realtimeMessages.WithLabelValues(In)
+	m.messagesOut = m.realtimeMessages.WithLabelValues(Out)
+	for _, sweep := range []string{SweepHostLiveness, SweepCleanup} {
+		for _, r := range []string{SweepOK, SweepError} {
+			m.cleanupSweeps.WithLabelValues(sweep, r)
+		}
 	}
 	return m
 }
@@ -163,12 +176,21 @@ func (m *Metrics) ObserveRequest(function string, status int, d time.Duration) {
 	}
 }
 
-// RateLimited records a 429 with its error code.
+// RateLimited records a request refused by a rate limit. function is a
+// bounded label like ObserveRequest's (realtime socket limits use
+// "/realtime/v1"), code the error code the client was given.
 func (m *Metrics) RateLimited(function, code string) {
 	if m == nil {
 		return
 	}
 	m.rateLimited.WithLabelValues(function, code).Inc()
+}
+
+// RealtimeRateLimited records a realtime socket message or join refused by
+// one of Realtime's per-client limits, under the label the gateway gives
+// the realtime routes.
+func (m *Metrics) RealtimeRateLimited(code string) {
+	m.RateLimited("/realtime/v1", code)
 }
 
 // RealtimeConnectionOpened and RealtimeConnectionClosed track open sockets.
@@ -200,16 +222,18 @@ func (m *Metrics) RealtimeChannelLeft() {
 	}
 }
 
-// RealtimeMessages counts n frames in direction In or Out. Fan-out calls it
-// once per delivery batch rather than once per frame to keep the hot path cheap.
+// RealtimeMessages counts n frames in direction In or Out. The socket
+// writer calls it once per batch it wrote, not once per frame, and the
+// series are bound in advance: the cost is one atomic add per batch.
 func (m *Metrics) RealtimeMessages(direction string, n int) {
 	if m == nil || n <= 0 {
 		return
 	}
-	if direction != In && direction != Out {
-		direction = Out
+	if direction == In {
+		m.messagesIn.Add(float64(n))
+	} else {
+		m.messagesOut.Add(float64(n))
 	}
-	m.realtimeMessages.WithLabelValues(direction).Add(float64(n))
 }
 
 // SlowClientDropped counts a connection closed for a full send queue.
@@ -242,9 +266,9 @@ func (m *Metrics) ObserveSyncDrift(seconds float64) {
 	m.syncDrift.Observe(math.Abs(seconds))
 }
 
-// CleanupSwept records one sweep: err nil counts as ok; deleted is rows
-// removed by kind (e.g. "rooms", "sync_states").
-func (m *Metrics) CleanupSwept(err error, deleted map[string]int64) {
+// CleanupSwept records one run of sweep (SweepHostLiveness, SweepCleanup)
+// by this process: err nil counts as ok.
+func (m *Metrics) CleanupSwept(sweep string, err error) {
 	if m == nil {
 		return
 	}
@@ -252,10 +276,25 @@ func (m *Metrics) CleanupSwept(err error, deleted map[string]int64) {
 	if err != nil {
 		result = SweepError
 	}
-	m.cleanupSweeps.WithLabelValues(result).Inc()
+	m.cleanupSweeps.WithLabelValues(sweep, result).Inc()
+}
+
+// CleanupDeleted records rows the cleanup sweep removed, by kind (e.g.
+// "rooms", "sync_states").
+func (m *Metrics) CleanupDeleted(deleted map[string]int64) {
+	if m == nil {
+		return
+	}
 	for kind, n := range deleted {
 		if n > 0 {
 			m.cleanupDeleted.WithLabelValues(kind).Add(float64(n))
 		}
+	}
+}
+
+// HostTransfers counts host roles the liveness sweep handed over.
+func (m *Metrics) HostTransfers(n int) {
+	if m != nil && n > 0 {
+		m.cleanupHostTransfers.Add(float64(n))
 	}
 }

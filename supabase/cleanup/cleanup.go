@@ -20,13 +20,15 @@ import (
 
 	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/shared/db"
+	"github.com/animesync/animesync/shared/metrics"
 	"github.com/animesync/animesync/shared/store"
 )
 
-// Sweep names, as recorded in animesync.sweep_runs.
+// Sweep names, as recorded in animesync.sweep_runs and labelled in
+// animesync_cleanup_sweeps_total.
 const (
-	HostLiveness = "host_liveness"
-	Cleanup      = "cleanup"
+	HostLiveness = metrics.SweepHostLiveness
+	Cleanup      = metrics.SweepCleanup
 )
 
 // Sweeper runs the sweeps. Now is its clock (tests inject one).
@@ -36,10 +38,12 @@ type Sweeper struct {
 	log      *slog.Logger
 	now      func() time.Time
 	schedule cron.Schedule
+	metrics  *metrics.Metrics // nil records nothing
 }
 
 // New checks the cron schedule, so that a bad CRON_SCHEDULE stops startup.
-func New(pool *pgxpool.Pool, cfg *config.Config, log *slog.Logger, now func() time.Time) (*Sweeper, error) {
+// A nil now means time.Now; a nil m records no metrics.
+func New(pool *pgxpool.Pool, cfg *config.Config, log *slog.Logger, now func() time.Time, m *metrics.Metrics) (*Sweeper, error) {
 	sched, err := cron.ParseStandard(cfg.CronSchedule)
 	if err != nil {
 		return nil, fmt.Errorf("CRON_SCHEDULE=%q: %w", cfg.CronSchedule, err)
@@ -47,7 +51,7 @@ func New(pool *pgxpool.Pool, cfg *config.Config, log *slog.Logger, now func() ti
 	if now == nil {
 		now = time.Now
 	}
-	return &Sweeper{pool: pool, cfg: cfg, log: log, now: now, schedule: sched}, nil
+	return &Sweeper{pool: pool, cfg: cfg, log: log, now: now, schedule: sched, metrics: m}, nil
 }
 
 // Run sweeps until ctx ends: host liveness every HostSweepInterval, cleanup
@@ -79,8 +83,19 @@ func (s *Sweeper) logRun(ctx context.Context, sweep string) {
 
 // RunOnce runs sweep if no process has run it for the current time slot
 // (the minute for cleanup, the sweep interval for host liveness) and none
-// is running it now. It reports whether this call ran it.
+// is running it now. It reports whether this call ran it. A run it left
+// to another process is not counted in the metrics; a failure is, even
+// before the slot was claimed, as a database that cannot be reached stops
+// every sweep.
 func (s *Sweeper) RunOnce(ctx context.Context, sweep string) (bool, error) {
+	ran, err := s.runOnce(ctx, sweep)
+	if ran || err != nil {
+		s.metrics.CleanupSwept(sweep, err)
+	}
+	return ran, err
+}
+
+func (s *Sweeper) runOnce(ctx context.Context, sweep string) (bool, error) {
 	now := s.now()
 	slot := now.Truncate(time.Minute)
 	if sweep == HostLiveness {
@@ -171,6 +186,8 @@ func (s *Sweeper) SweepHosts(ctx context.Context) ([]Transfer, error) {
 		return nil, fmt.Errorf("host sweep: find silent hosts: %w", err)
 	}
 	transfers := []Transfer{}
+	// Counted even when a later room fails: these hand-overs committed.
+	defer func() { s.metrics.HostTransfers(len(transfers)) }()
 	for _, id := range roomIDs {
 		t, err := s.transferHost(ctx, id, silentBefore, onlineSince)
 		if err != nil {
@@ -239,10 +256,11 @@ type Report struct {
 // member seen in that time; their comments stay, with room_id null), sync
 // states older than SyncStateRetention, and rate-limit hits and wrong-key
 // attempts too old to count against any limit.
-func (s *Sweeper) SweepIdle(ctx context.Context) (Report, error) {
+func (s *Sweeper) SweepIdle(ctx context.Context) (r Report, err error) {
 	now := s.now()
-	var r Report
-	var err error
+	// Rows are gone once each statement commits, so a sweep that fails
+	// half-way still counts what it removed.
+	defer func() { s.metrics.CleanupDeleted(r.byKind()) }()
 	idleSince := now.Add(-s.cfg.RoomIdleTimeout)
 	// Deleting a rooms row locks it before the cascade reaches its
 	// members: the same room-then-members order as every function.
@@ -271,6 +289,14 @@ func (s *Sweeper) SweepIdle(ctx context.Context) (Report, error) {
 	s.log.Info("cleanup sweep", "rooms", r.Rooms, "sync_states", r.SyncStates,
 		"rate_limit_hits", r.RateLimitHits, "access_key_attempts", r.AccessKeyAttempts)
 	return r, nil
+}
+
+// byKind is r as animesync_cleanup_deleted_total's kinds, the JSON names.
+func (r Report) byKind() map[string]int64 {
+	return map[string]int64{
+		"rooms": r.Rooms, "sync_states": r.SyncStates,
+		"rate_limit_hits": r.RateLimitHits, "access_key_attempts": r.AccessKeyAttempts,
+	}
 }
 
 // deleteBatched deletes rows older than cutoff in batches, so that a large

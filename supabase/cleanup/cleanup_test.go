@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/animesync/animesync/shared/metrics/metricstest"
 	"github.com/animesync/animesync/supabase/cleanup"
 	"github.com/animesync/animesync/supabase/server/servertest"
 )
 
 func newSweeper(tb testing.TB, api *servertest.API) *cleanup.Sweeper {
 	tb.Helper()
-	s, err := cleanup.New(api.DB.Pool, api.Config, slog.New(slog.NewTextHandler(io.Discard, nil)), api.Clock.Now)
+	s, err := cleanup.New(api.DB.Pool, api.Config, slog.New(slog.NewTextHandler(io.Discard, nil)), api.Clock.Now, api.Metrics)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -87,6 +88,7 @@ func TestHostSilenceTransfer(t *testing.T) {
 	if err := api.DB.Pool.QueryRow(ctx, `select count(*) filter (where is_host), count(*) from public.room_members where room_id = $1`, room).Scan(&hosts, &members); err != nil || hosts != 1 || members != 3 {
 		t.Fatalf("hosts %d members %d (%v): a transfer removes nobody", hosts, members, err)
 	}
+	metricstest.Gather(t, api.Metrics.Registry()).Want(t, "animesync_cleanup_host_transfers_total", "{}", 2)
 	// The new host has host authority: sync-control works for it, not for the old one.
 	if res := api.Post("sync-control", map[string]any{"room_id": room, "user_id": "later", "action": "play", "current_time": 3}); res.Status != http.StatusForbidden {
 		t.Fatalf("former host's sync-control: %d", res.Status)
@@ -140,6 +142,13 @@ func TestCleanupSweep(t *testing.T) {
 	if rooms != 1 || comments != 1 || states != 1 {
 		t.Fatalf("rooms %d, orphaned comments %d, fresh sync states %d", rooms, comments, states)
 	}
+	fams := metricstest.Gather(t, api.Metrics.Registry())
+	for kind, n := range map[string]float64{"rooms": 1, "sync_states": 1, "rate_limit_hits": 3} {
+		fams.Want(t, "animesync_cleanup_deleted_total", "{kind="+kind+"}", n)
+	}
+	if _, ok := fams.Value("animesync_cleanup_deleted_total", "{kind=access_key_attempts}"); ok {
+		t.Error("a kind with nothing deleted has a series")
+	}
 }
 
 func TestEachSweepRunsOncePerSlotAcrossProcesses(t *testing.T) {
@@ -163,11 +172,23 @@ func TestEachSweepRunsOncePerSlotAcrossProcesses(t *testing.T) {
 	if err := api.DB.Pool.QueryRow(ctx, `select summary::text from animesync.sweep_runs where sweep = 'cleanup'`).Scan(&summary); err != nil || summary == "" {
 		t.Fatalf("summary %q (%v)", summary, err)
 	}
+	// A run left to the other process is no sweep of this one; a failure
+	// is one, even before it could claim its slot.
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := a.RunOnce(canceled, cleanup.Cleanup); err == nil {
+		t.Fatal("a sweep without a database connection succeeded")
+	}
+	fams := metricstest.Gather(t, api.Metrics.Registry()) // a and b share it
+	fams.Want(t, "animesync_cleanup_sweeps_total", "{result=ok,sweep=cleanup}", 2)
+	fams.Want(t, "animesync_cleanup_sweeps_total", "{result=ok,sweep=host_liveness}", 1)
+	fams.Want(t, "animesync_cleanup_sweeps_total", "{result=error,sweep=cleanup}", 1)
+	fams.Want(t, "animesync_cleanup_sweeps_total", "{result=error,sweep=host_liveness}", 0)
 }
 
 func TestBadCronScheduleStopsStartup(t *testing.T) {
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"CRON_SCHEDULE": "every night"}})
-	if _, err := cleanup.New(api.DB.Pool, api.Config, slog.Default(), nil); err == nil {
+	if _, err := cleanup.New(api.DB.Pool, api.Config, slog.Default(), nil, nil); err == nil {
 		t.Fatal("a bad CRON_SCHEDULE was accepted")
 	}
 }

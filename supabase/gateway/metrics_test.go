@@ -1,31 +1,27 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/shared/dbtest"
+	"github.com/animesync/animesync/shared/metrics"
+	"github.com/animesync/animesync/shared/metrics/metricstest"
 	"github.com/animesync/animesync/supabase/gateway"
 	"github.com/animesync/animesync/supabase/server/servertest"
 )
 
 // scrape fetches /metrics through the router and parses the text format,
 // so a malformed exposition fails the test too.
-func scrape(t *testing.T, api *servertest.API) map[string]*dto.MetricFamily {
+func scrape(t *testing.T, api *servertest.API) metricstest.Families {
 	t.Helper()
 	res := api.Do(http.MethodGet, "/metrics", nil)
 	if res.Status != http.StatusOK {
@@ -34,47 +30,7 @@ func scrape(t *testing.T, api *servertest.API) map[string]*dto.MetricFamily {
 	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
 		t.Errorf("Content-Type %q, want the Prometheus text format", ct)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(res.Body))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v\n%s", err, res.Body)
-	}
-	return fams
-}
-
-// series is "name{k=v,...}" → value (counter, gauge) or sample count
-// (histogram), labels sorted.
-func series(fams map[string]*dto.MetricFamily, name string) map[string]float64 {
-	out := map[string]float64{}
-	f, ok := fams[name]
-	if !ok {
-		return out
-	}
-	for _, m := range f.GetMetric() {
-		var labels []string
-		for _, l := range m.GetLabel() {
-			labels = append(labels, l.GetName()+"="+l.GetValue())
-		}
-		sort.Strings(labels)
-		key := "{" + strings.Join(labels, ",") + "}"
-		switch {
-		case m.Counter != nil:
-			out[key] = m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			out[key] = m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			out[key] = float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return out
-}
-
-func wantSeries(t *testing.T, fams map[string]*dto.MetricFamily, name, labels string, want float64) {
-	t.Helper()
-	got := series(fams, name)
-	if v, ok := got[labels]; !ok || v != want {
-		t.Errorf("%s%s = %v (present %v), want %v; all: %v", name, labels, v, ok, want, got)
-	}
+	return metricstest.Parse(t, res.Body)
 }
 
 func TestMetricsCountRealRequests(t *testing.T) {
@@ -113,11 +69,11 @@ func TestMetricsCountRealRequests(t *testing.T) {
 		"{function=/health,status=200}":           1,
 		"{function=other,status=404}":             1,
 	} {
-		wantSeries(t, fams, "animesync_http_requests_total", labels, want)
+		fams.Want(t, "animesync_http_requests_total", labels, want)
 	}
-	wantSeries(t, fams, "animesync_http_request_duration_seconds", "{function=rooms-create}", 3)
-	wantSeries(t, fams, "animesync_rate_limit_rejections_total", "{code=RATE_LIMITED,function=rooms-create}", 1)
-	if n := len(series(fams, "animesync_rate_limit_rejections_total")); n != 1 {
+	fams.Want(t, "animesync_http_request_duration_seconds", "{function=rooms-create}", 3)
+	fams.Want(t, "animesync_rate_limit_rejections_total", "{code=RATE_LIMITED,function=rooms-create}", 1)
+	if n := len(fams.Series("animesync_rate_limit_rejections_total")); n != 1 {
 		t.Errorf("rate_limit_rejections_total has %d series, want only the one 429", n)
 	}
 	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total"} {
@@ -145,22 +101,28 @@ func TestMetricsOfTheComponents(t *testing.T) {
 	m.SetReplicationLagBytes(4096)
 	m.ObserveSyncDrift(-0.6)
 	m.ObserveSyncDrift(3.5)
-	m.CleanupSwept(nil, map[string]int64{"rooms": 2, "sync_states": 40})
-	m.CleanupSwept(errors.New("database down"), nil)
+	m.CleanupSwept(metrics.SweepCleanup, nil)
+	m.CleanupSwept(metrics.SweepHostLiveness, errors.New("database down"))
+	m.CleanupDeleted(map[string]int64{"rooms": 2, "sync_states": 40})
+	m.HostTransfers(3)
+	m.RealtimeRateLimited("TOO_MANY_EVENTS")
 
 	fams := scrape(t, api)
-	wantSeries(t, fams, "animesync_realtime_connections", "{}", 1)
-	wantSeries(t, fams, "animesync_realtime_channels", "{}", 2)
-	wantSeries(t, fams, "animesync_realtime_messages_total", "{direction=in}", 4)
-	wantSeries(t, fams, "animesync_realtime_messages_total", "{direction=out}", 10)
-	wantSeries(t, fams, "animesync_realtime_slow_clients_dropped_total", "{}", 1)
-	wantSeries(t, fams, "animesync_replication_lag_seconds", "{}", 1.5)
-	wantSeries(t, fams, "animesync_replication_lag_bytes", "{}", 4096)
-	wantSeries(t, fams, "animesync_sync_drift_seconds", "{}", 2)
-	wantSeries(t, fams, "animesync_cleanup_sweeps_total", "{result=ok}", 1)
-	wantSeries(t, fams, "animesync_cleanup_sweeps_total", "{result=error}", 1)
-	wantSeries(t, fams, "animesync_cleanup_deleted_total", "{kind=rooms}", 2)
-	wantSeries(t, fams, "animesync_cleanup_deleted_total", "{kind=sync_states}", 40)
+	fams.Want(t, "animesync_realtime_connections", "{}", 1)
+	fams.Want(t, "animesync_realtime_channels", "{}", 2)
+	fams.Want(t, "animesync_realtime_messages_total", "{direction=in}", 4)
+	fams.Want(t, "animesync_realtime_messages_total", "{direction=out}", 10)
+	fams.Want(t, "animesync_realtime_slow_clients_dropped_total", "{}", 1)
+	fams.Want(t, "animesync_replication_lag_seconds", "{}", 1.5)
+	fams.Want(t, "animesync_replication_lag_bytes", "{}", 4096)
+	fams.Want(t, "animesync_sync_drift_seconds", "{}", 2)
+	fams.Want(t, "animesync_cleanup_sweeps_total", "{result=ok,sweep=cleanup}", 1)
+	fams.Want(t, "animesync_cleanup_sweeps_total", "{result=error,sweep=host_liveness}", 1)
+	fams.Want(t, "animesync_cleanup_sweeps_total", "{result=ok,sweep=host_liveness}", 0)
+	fams.Want(t, "animesync_cleanup_host_transfers_total", "{}", 3)
+	fams.Want(t, "animesync_rate_limit_rejections_total", "{code=TOO_MANY_EVENTS,function=/realtime/v1}", 1)
+	fams.Want(t, "animesync_cleanup_deleted_total", "{kind=rooms}", 2)
+	fams.Want(t, "animesync_cleanup_deleted_total", "{kind=sync_states}", 40)
 
 	// Drift is recorded as an absolute value: -0.6 lands at or below 1 s.
 	h := fams["animesync_sync_drift_seconds"].GetMetric()[0].GetHistogram()

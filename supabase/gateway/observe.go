@@ -60,7 +60,7 @@ func (l routeLabels) of(path string) string {
 }
 
 // observe records every request's status and latency, and every 429 by
-// its code. It runs first, so it also sees what the gateway answers before
+// its code (CodeUpstream for the upstream's own). It runs first, so it also sees what the gateway answers before
 // routing (preflights, 413s, proxied requests).
 func observe(m *metrics.Metrics, labels routeLabels) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
@@ -81,13 +81,25 @@ func observe(m *metrics.Metrics, labels routeLabels) echo.MiddlewareFunc {
 			}
 			fn := labels.of(c.Request().URL.Path)
 			m.ObserveRequest(fn, status, time.Since(start))
-			var ae *api.Error
-			if status == http.StatusTooManyRequests && errors.As(err, &ae) {
-				m.RateLimited(fn, string(ae.Code))
+			if status == http.StatusTooManyRequests {
+				m.RateLimited(fn, rateLimitCode(err))
 			}
 			return err
 		}
 	}
+}
+
+// CodeUpstream labels a 429 that is not an api.Error. Every limit of
+// animesync's own answers with one, so such a 429 is the upstream
+// project's (its auth or storage limits), passed through in upstream mode.
+const CodeUpstream = "UPSTREAM"
+
+func rateLimitCode(err error) string {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return string(ae.Code)
+	}
+	return CodeUpstream
 }
 
 func isUpgrade(r *http.Request) bool {

@@ -92,6 +92,7 @@ func (c *conn) countEvent(ch *channel) bool {
 		return true
 	}
 	if c.events.add(c.srv.now()) > limit {
+		c.srv.metrics.RealtimeRateLimited(codeTooManyEvents)
 		c.fatal(ch, "Too many messages per second")
 		return false
 	}
@@ -139,6 +140,7 @@ func (c *conn) join(m Message) {
 	c.channels[m.Topic] = ch
 	c.noChannelFrom = time.Time{}
 	c.srv.channelCount.Add(1)
+	c.srv.metrics.RealtimeChannelJoined()
 	c.srv.hub.subscribe(ch, encodeText(c.vsn, m.JoinRef, m.Ref, m.Topic, "phx_reply", resp))
 	c.srv.trackPostgresChanges(ch)
 }
@@ -153,6 +155,7 @@ func (c *conn) joinChecks(sub string, jp joinPayload) (*auth.Claims, string, str
 		return nil, "", "TopicNameRequired: You must provide a topic name"
 	}
 	if max := c.srv.limits.maxChannels; max > 0 && len(c.channels) >= max {
+		c.srv.metrics.RealtimeRateLimited(codeTooManyChannels)
 		return nil, "", "ChannelRateLimitReached: Too many channels"
 	}
 	claims, token := c.claims, c.token
@@ -210,6 +213,7 @@ func (c *conn) dropChannel(ch *channel) {
 		delete(c.channels, ch.topic)
 	}
 	c.srv.channelCount.Add(-1)
+	c.srv.metrics.RealtimeChannelLeft()
 	if len(c.channels) == 0 {
 		c.noChannelFrom = c.srv.now()
 	}

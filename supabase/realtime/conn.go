@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/animesync/animesync/shared/auth"
+	"github.com/animesync/animesync/shared/metrics"
 )
 
 // conn is one client socket. Its handler goroutine reads and dispatches
@@ -87,6 +88,7 @@ func (c *conn) appendLocked(f frame) bool {
 		c.qclosed = true
 		c.log.Warn("realtime: dropping slow client", "queued", c.srv.limits.sendQueue)
 		c.srv.slowDrops.Add(1)
+		c.srv.metrics.SlowClientDropped()
 		// CloseNow unblocks a writer stuck on a full TCP buffer; run it
 		// aside so the fan-out loop that called send moves on at once.
 		go c.finish(websocket.StatusPolicyViolation, "too slow", false)
@@ -139,17 +141,21 @@ func (c *conn) writeLoop() {
 // timer and an allocation per socket per broadcast on the hot path. A peer
 // that stops draining is cut off instead by the queue bound (send drops
 // it, and CloseNow unblocks this write), and a dead one by the idle sweep.
+// Outbound frames are counted here, once per batch, rather than where
+// fan-out queues them: the fan-out loop stays free of shared counters.
 func (c *conn) writeBatch(batch []frame) error {
 	ctx := context.Background()
-	for _, f := range batch {
+	for i, f := range batch {
 		typ := websocket.MessageText
 		if f.binary {
 			typ = websocket.MessageBinary
 		}
 		if err := c.ws.Write(ctx, typ, f.data); err != nil {
+			c.srv.metrics.RealtimeMessages(metrics.Out, i)
 			return err
 		}
 	}
+	c.srv.metrics.RealtimeMessages(metrics.Out, len(batch))
 	return nil
 }
 
@@ -182,6 +188,7 @@ func (c *conn) readLoop(ctx context.Context) {
 			return
 		}
 		c.lastSeen.Store(c.srv.now().UnixNano())
+		c.srv.metrics.RealtimeMessages(metrics.In, 1)
 		msg, err := Decode(c.vsn, typ == websocket.MessageBinary, data)
 		if err != nil {
 			// Phoenix's socket process crashes on an undecodable frame and

@@ -366,6 +366,7 @@ func TestLimits(t *testing.T) {
 		if _, r := c.join("realtime:c", joinOpts{}); r.reason() != "ChannelRateLimitReached: Too many channels" {
 			t.Fatalf("third channel: %s", r.Response)
 		}
+		ts.waitMetric(t, "animesync_rate_limit_rejections_total", "{code=TOO_MANY_CHANNELS,function=/realtime/v1}", 1)
 	})
 	t.Run("events per second", func(t *testing.T) {
 		ts := startServer(t, func(c *config.Config) { c.RealtimeMaxEventsPerSec = 1 }, nil)
@@ -382,6 +383,7 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("system %s", sys.Payload)
 		}
 		c.expect("phx_close")
+		ts.waitMetric(t, "animesync_rate_limit_rejections_total", "{code=TOO_MANY_EVENTS,function=/realtime/v1}", 1)
 	})
 	t.Run("presence calls per channel", func(t *testing.T) {
 		ts := startServer(t, nil, nil)
@@ -401,6 +403,7 @@ func TestLimits(t *testing.T) {
 					t.Fatalf("system %s", f.Payload)
 				}
 				c.expect("phx_close")
+				ts.waitMetric(t, "animesync_rate_limit_rejections_total", "{code=TOO_MANY_PRESENCE_CALLS,function=/realtime/v1}", 1)
 				return
 			}
 		}

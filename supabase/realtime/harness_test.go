@@ -18,6 +18,8 @@ import (
 
 	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
+	"github.com/animesync/animesync/shared/metrics"
+	"github.com/animesync/animesync/shared/metrics/metricstest"
 )
 
 // testServer is a Server behind a real HTTP listener on 127.0.0.1.
@@ -25,6 +27,7 @@ type testServer struct {
 	*Server
 	http     *httptest.Server
 	verifier *auth.Verifier
+	metrics  *metrics.Metrics // nil when started without
 	cancel   context.CancelFunc
 	runDone  chan error
 }
@@ -52,7 +55,13 @@ func testVerifier() *auth.Verifier {
 	})
 }
 
+// startServer starts a Server with metrics.
 func startServer(t testing.TB, mutate func(*config.Config), sink PresenceSink) *testServer {
+	t.Helper()
+	return startServerWith(t, mutate, sink, metrics.New())
+}
+
+func startServerWith(t testing.TB, mutate func(*config.Config), sink PresenceSink, m *metrics.Metrics) *testServer {
 	t.Helper()
 	cfg := testConfig()
 	if mutate != nil {
@@ -63,11 +72,11 @@ func startServer(t testing.TB, mutate func(*config.Config), sink PresenceSink) *
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	s := New(Options{Verifier: v, Config: cfg, Logger: log, Presence: sink})
+	s := New(Options{Verifier: v, Config: cfg, Logger: log, Presence: sink, Metrics: m})
 	e := echo.New()
 	e.HideBanner = true
 	s.Register(e)
-	ts := &testServer{Server: s, http: httptest.NewServer(e), verifier: v, runDone: make(chan error, 1)}
+	ts := &testServer{Server: s, http: httptest.NewServer(e), verifier: v, metrics: m, runDone: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.cancel = cancel
 	go func() { ts.runDone <- s.Run(ctx) }()
@@ -77,6 +86,31 @@ func startServer(t testing.TB, mutate func(*config.Config), sink PresenceSink) *
 		ts.http.Close()
 	})
 	return ts
+}
+
+// metric is the value of the series name{labels} ("{}" for none; label
+// pairs sorted, as metricstest.Families.Series keys them), 0 if absent.
+func (ts *testServer) metric(t testing.TB, name, labels string) float64 {
+	t.Helper()
+	v, _ := metricstest.Gather(t, ts.metrics.Registry()).Value(name, labels)
+	return v
+}
+
+// waitMetric waits for name{labels} to reach want: frames are counted
+// after they are written, so a client may see one before it is counted.
+func (ts *testServer) waitMetric(t *testing.T, name, labels string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := ts.metric(t, name, labels)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%s = %v, want %v", name, labels, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 type testWriter struct{ t testing.TB }

@@ -195,6 +195,9 @@ func TestSlowConsumerIsDroppedOthersUnaffected(t *testing.T) {
 		}
 	}
 	waitFor(t, func() bool { return ts.Stats().SlowDrops == 1 && ts.Stats().Connections == 1 })
+	ts.waitMetric(t, "animesync_realtime_slow_clients_dropped_total", "{}", 1)
+	ts.waitMetric(t, "animesync_realtime_connections", "{}", 1)
+	ts.waitMetric(t, "animesync_realtime_channels", "{}", 1)
 	if worst > time.Second {
 		t.Fatalf("fast client waited %v for a message", worst)
 	}

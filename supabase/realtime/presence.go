@@ -168,6 +168,7 @@ func (c *conn) presence(ch *channel, m Message) {
 	}
 	lim := c.srv.limits
 	if lim.presenceMaxCalls > 0 && !ch.presence.allow(c.srv.now(), lim.presenceMaxCalls, lim.presenceWindow) {
+		c.srv.metrics.RealtimeRateLimited(codeTooManyPresenceCalls)
 		c.fatal(ch, "Client presence rate limit exceeded")
 		return
 	}

@@ -2,6 +2,15 @@ package realtime
 
 import "time"
 
+// Codes under which the per-client limits' refusals are counted in
+// animesync_rate_limit_rejections_total (the client itself is told in
+// Realtime's words).
+const (
+	codeTooManyEvents        = "TOO_MANY_EVENTS"
+	codeTooManyChannels      = "TOO_MANY_CHANNELS"
+	codeTooManyPresenceCalls = "TOO_MANY_PRESENCE_CALLS"
+)
+
 // rollingRate is Supabase Realtime's RateCounter: events are counted in 12
 // buckets of 5 s, and the rate is the per-second average over the last 60 s.
 // Averaging over a minute tolerates bursts but stops sustained flooding.

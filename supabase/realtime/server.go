@@ -23,6 +23,7 @@ import (
 
 	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
+	"github.com/animesync/animesync/shared/metrics"
 )
 
 // Options configures a Server.
@@ -31,6 +32,7 @@ type Options struct {
 	Config   *config.Config // limits: RealtimeMaxEventsPerSec and Realtime
 	Logger   *slog.Logger   // nil: slog.Default()
 	Presence PresenceSink   // may be nil
+	Metrics  *metrics.Metrics
 }
 
 // Server is the Realtime server. Create it with New, mount it with
@@ -40,6 +42,7 @@ type Server struct {
 	limits   limits
 	log      *slog.Logger
 	sink     PresenceSink
+	metrics  *metrics.Metrics // nil records nothing
 	pg       pgChannels
 	now      func() time.Time
 
@@ -126,6 +129,7 @@ func New(opts Options) *Server {
 		limits:   limitsFrom(opts.Config),
 		log:      log,
 		sink:     opts.Presence,
+		metrics:  opts.Metrics,
 		now:      time.Now,
 		hub:      newHub(),
 		sinkQ:    make(chan presenceEvent, sinkQueueSize),
@@ -237,6 +241,7 @@ func (s *Server) addConn(c *conn) bool {
 	}
 	s.conns[c] = struct{}{}
 	s.active.Add(1)
+	s.metrics.RealtimeConnectionOpened()
 	return true
 }
 
@@ -244,6 +249,7 @@ func (s *Server) removeConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+	s.metrics.RealtimeConnectionClosed()
 	s.active.Done()
 }
 

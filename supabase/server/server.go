@@ -84,7 +84,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	if err != nil {
 		return nil, err
 	}
-	if s.sweeper, err = cleanup.New(pool, cfg, log, nil); err != nil {
+	// Collectors exist whether or not /metrics is served, so components
+	// record unconditionally; METRICS_ENABLED only decides exposure.
+	s.metrics = metrics.New()
+	if s.sweeper, err = cleanup.New(pool, cfg, log, nil, s.metrics); err != nil {
 		return nil, err
 	}
 	s.verifier = NewVerifier(cfg, jwks)
@@ -92,9 +95,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	if err != nil {
 		return nil, err
 	}
-	// Collectors exist whether or not /metrics is served, so components
-	// record unconditionally; METRICS_ENABLED only decides exposure.
-	s.metrics = metrics.New()
 	s.app = NewApp(Components{Pool: pool, Config: cfg, Logger: log, Verifier: s.verifier, Settings: settings,
 		Metrics: s.metrics, Upstream: proxy})
 	s.echo = s.app.Echo
@@ -155,12 +155,13 @@ type App struct {
 
 // NewApp builds the router and, without an upstream, the realtime server.
 func NewApp(c Components) *App {
-	deps := &functions.Deps{Pool: c.Pool, Cfg: c.Config, Tokens: c.Verifier, Log: c.Logger, Now: c.Now}
+	deps := &functions.Deps{Pool: c.Pool, Cfg: c.Config, Tokens: c.Verifier, Log: c.Logger, Now: c.Now, Metrics: c.Metrics}
 	health := &gateway.Health{Pool: c.Pool, Started: time.Now()}
 	app := &App{}
 	if c.Upstream == nil {
 		app.Presence = functions.NewPresenceReports(deps)
-		app.Realtime = realtime.New(realtime.Options{Verifier: c.Verifier, Config: c.Config, Logger: c.Logger, Presence: app.Presence})
+		app.Realtime = realtime.New(realtime.Options{Verifier: c.Verifier, Config: c.Config, Logger: c.Logger, Presence: app.Presence,
+			Metrics: c.Metrics})
 		health.Realtime = func() any {
 			rep := realtimeHealth{Status: "ok", Stats: app.Realtime.Stats()}
 			if c := app.changes.Load(); c != nil {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/animesync/animesync/shared/metrics/metricstest"
+	"github.com/animesync/animesync/supabase/gateway"
 	"github.com/animesync/animesync/supabase/server/servertest"
 	"github.com/animesync/animesync/supabase/upstream"
 )
@@ -287,6 +289,28 @@ func TestProxiedWebSocketEcho(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// The upstream's own rate limits (GoTrue's, say) are rejections clients
+// see from this process too: counted, under a code of their own.
+func TestUpstream429IsARateLimitRejection(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "60")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write([]byte(`{"code":"over_request_rate_limit"}`))
+	}))
+	t.Cleanup(up.Close)
+	_, a := frontOf(t, newProxy(t, up.URL))
+	res, err := http.Post(a.URL+"/auth/v1/otp", "application/json", strings.NewReader(`{"email":"a@b.c"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("status %d, want the upstream's 429", res.StatusCode)
+	}
+	metricstest.Parse(t, []byte(scrape(t, a.URL))).Want(t,
+		"animesync_rate_limit_rejections_total", "{code="+gateway.CodeUpstream+",function=/auth/v1}", 1)
 }
 
 func TestProxyStreamsEventStreams(t *testing.T) {
