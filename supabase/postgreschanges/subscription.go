@@ -14,7 +14,10 @@ package postgreschanges
 import (
 	"errors"
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/animesync/animesync/supabase/replication"
 )
@@ -41,21 +44,40 @@ type Subscription struct {
 	Filters []Filter
 }
 
-// Filter is one column=op.value condition.
+// Filter is one column=[not.]op.value condition.
 type Filter struct {
 	Column string
-	// Op is eq, neq, lt, lte, gt, gte or in.
+	// Op is one of Operators.
 	Op string
-	// Value is the operand; Values the list of an in filter.
+	// Negate is the not. prefix (PostgREST's): the condition must not hold.
+	// As in SQL, a condition whose result is unknown (NULL) holds neither
+	// way.
+	Negate bool
+	// Value is the operand, unquoted; for in, the list as the PostgreSQL
+	// array literal Supabase builds from it ({a,"b,c"}), and Values its
+	// elements.
 	Value  string
 	Values []string
+	// inNull: the in list has an unquoted NULL element.
+	inNull bool
+	// pattern is the compiled operand of like, ilike, match and imatch;
+	// patternErr says why it did not compile (the filter then never holds,
+	// and Validator refuses the subscription).
+	pattern    *regexp.Regexp
+	patternErr error
 }
 
-// MaxInValues is the longest in list Supabase accepts.
+// Operators are the filter operators of Supabase Realtime (mainline,
+// REALTIME.md §4.3); each may be negated with not.
+var Operators = []string{"eq", "neq", "lt", "lte", "gt", "gte", "in", "like", "ilike", "is", "match", "imatch", "isdistinct"}
+
+// MaxInValues is the longest in list Supabase accepts (Validator checks it,
+// as Supabase's subscription trigger does).
 const MaxInValues = 100
 
-// Parse validates one binding. Its errors are fit for the "system" message
-// the channel gets when a subscription fails; Supabase does not retry them.
+// Parse validates one binding the way Supabase Realtime parses it before it
+// touches the database. Its errors are the text of the "system" error the
+// channel gets; Supabase does not retry them.
 func Parse(p Params, id int64) (Subscription, error) {
 	s := Subscription{ID: id, Schema: strings.TrimSpace(p.Schema), Table: strings.TrimSpace(p.Table)}
 	switch ev := strings.ToUpper(strings.TrimSpace(p.Event)); ev {
@@ -65,131 +87,221 @@ func Parse(p Params, id int64) (Subscription, error) {
 		// Supabase treats anything else as every event.
 		s.Event = "*"
 	}
+	// Supabase's cases, with an empty string counting as absent: schema and
+	// table (and maybe a filter), schema alone, or table alone. A filter
+	// needs both.
+	filter := p.Filter
 	switch {
-	case s.Schema == "" && s.Table == "":
-		return s, errors.New(`No subscription params provided. Please use schema: "*" to listen to all changes`)
-	case s.Schema == "":
-		s.Schema = "public"
-	case s.Table == "":
+	case s.Schema != "" && s.Table != "":
+	case s.Schema != "" && strings.TrimSpace(filter) == "":
 		s.Table = "*"
+	case s.Table != "" && strings.TrimSpace(filter) == "":
+		s.Schema = "public"
+	default:
+		return s, errors.New("No subscription params provided. Please provide at least a `schema` or `table` to subscribe to: " + p.inspect())
 	}
-	filters, err := ParseFilter(p.Filter)
+	filters, err := ParseFilter(filter)
 	if err != nil {
 		return s, err
-	}
-	if len(filters) > 0 && (s.Schema == "*" || s.Table == "*") {
-		return s, errors.New("Error parsing `filter` params: filters need one schema and one table")
 	}
 	s.Filters = filters
 	return s, nil
 }
 
-// ParseFilter parses a filter string: conditions col=op.value joined by
-// commas; commas inside parentheses or double quotes do not split, and
-// values may be double-quoted with \" and \\ escapes (PostgREST syntax).
+// inspect renders the params as Elixir prints the map Supabase received.
+func (p Params) inspect() string {
+	var parts []string
+	for _, kv := range [][2]string{{"event", p.Event}, {"filter", p.Filter}, {"schema", p.Schema}, {"table", p.Table}} {
+		if kv[1] != "" {
+			parts = append(parts, inspectString(kv[0])+" => "+inspectString(kv[1]))
+		}
+	}
+	return "%{" + strings.Join(parts, ", ") + "}"
+}
+
+// ParseFilter parses a filter string: conditions col=[not.]op.value joined
+// by commas; commas inside parentheses, braces or a double-quoted value do
+// not split, and a value may be double-quoted with \" and \\ escapes
+// (PostgREST syntax). Errors read as Supabase's.
 func ParseFilter(filter string) ([]Filter, error) {
 	if strings.TrimSpace(filter) == "" {
 		return nil, nil
 	}
 	var out []Filter
-	for _, part := range splitTop(filter, ',') {
+	for _, part := range splitTop(strings.TrimSpace(filter)) {
 		f, err := parseCondition(strings.TrimSpace(part))
 		if err != nil {
-			return nil, fmt.Errorf("Error parsing `filter` params: [%q]: %w", part, err)
+			return nil, fmt.Errorf("Error parsing `filter` params: %w", err)
 		}
 		out = append(out, f)
 	}
 	return out, nil
 }
 
+// parseCondition parses one col=[not.]op.value. Like Supabase, it checks
+// only the shape: whether the column exists and the value suits its type
+// is Validator's business. A malformed condition is reported as Elixir
+// inspects the pieces it got (["foo", "hey"] for an unknown operator foo).
 func parseCondition(s string) (Filter, error) {
+	if s == "" {
+		return Filter{}, errors.New("filter must not contain empty segments (check for extra commas)")
+	}
 	col, rest, ok := strings.Cut(s, "=")
-	col = strings.TrimSpace(col)
-	if !ok || col == "" {
-		return Filter{}, errors.New("want column=operator.value")
+	if !ok {
+		return Filter{}, errors.New(inspectList(s))
+	}
+	f := Filter{Column: col}
+	if r, negated := strings.CutPrefix(rest, "not."); negated {
+		f.Negate, rest = true, r
 	}
 	op, value, ok := strings.Cut(rest, ".")
 	if !ok {
-		return Filter{}, errors.New("want column=operator.value")
+		return Filter{}, errors.New(inspectList(rest))
 	}
-	f := Filter{Column: col, Op: op}
+	if !slices.Contains(Operators, op) {
+		return Filter{}, errors.New(inspectList(op, value))
+	}
+	f.Op = op
 	switch op {
-	case "eq", "neq", "lt", "lte", "gt", "gte":
-		v, err := unquote(value)
-		if err != nil {
-			return Filter{}, err
-		}
-		f.Value = v
 	case "in":
 		if len(value) < 2 || value[0] != '(' || value[len(value)-1] != ')' {
-			return Filter{}, errors.New("in needs a parenthesised list: col=in.(a,b)")
+			return Filter{}, errors.New("`in` filter value must be wrapped by parentheses")
 		}
 		inner := value[1 : len(value)-1]
-		if strings.TrimSpace(inner) == "" {
-			return Filter{}, errors.New("in needs at least one value")
-		}
-		for _, item := range splitTop(inner, ',') {
-			v, err := unquote(strings.TrimSpace(item))
-			if err != nil {
-				return Filter{}, err
+		f.Value = "{" + inner + "}"
+		if strings.TrimSpace(inner) != "" {
+			for _, item := range splitTop(inner) {
+				item = strings.TrimSpace(item)
+				if strings.EqualFold(item, "NULL") {
+					f.inNull = true
+					continue
+				}
+				f.Values = append(f.Values, unquote(item))
 			}
-			f.Values = append(f.Values, v)
-		}
-		if len(f.Values) > MaxInValues {
-			return Filter{}, fmt.Errorf("too many values for `in` filter. Maximum %d", MaxInValues)
 		}
 	default:
-		return Filter{}, fmt.Errorf("operator %q is not supported (eq, neq, lt, lte, gt, gte, in)", op)
+		f.Value = unquote(value)
+	}
+	switch op {
+	case "like", "ilike":
+		f.pattern, f.patternErr = likePattern(f.Value, op == "ilike")
+	case "match":
+		f.pattern, f.patternErr = regexp.Compile(f.Value)
+	case "imatch":
+		f.pattern, f.patternErr = regexp.Compile("(?i)" + f.Value)
 	}
 	return f, nil
 }
 
-// splitTop splits s on sep outside parentheses, braces and double quotes.
-func splitTop(s string, sep byte) []string {
+// splitTop splits s on commas outside parentheses, braces and quoted
+// values. As in Supabase, a double quote opens a quoted value only where a
+// value starts (after '.', '(' or ','), and \ escapes inside it.
+func splitTop(s string) []string {
 	var out []string
 	depth, quoted, start := 0, false, 0
+	var prev byte
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case quoted && c == '\\':
 			i++
-		case c == '"':
-			quoted = !quoted
+		case quoted && c == '"':
+			quoted = false
 		case quoted:
+		case c == '"' && (prev == '.' || prev == '(' || prev == ','):
+			quoted = true
 		case c == '(' || c == '{':
 			depth++
 		case c == ')' || c == '}':
-			depth--
-		case c == sep && depth == 0:
+			depth = max(0, depth-1)
+		case c == ',' && depth == 0:
 			out = append(out, s[start:i])
 			start = i + 1
 		}
+		prev = c
 	}
 	return append(out, s[start:])
 }
 
-func unquote(v string) (string, error) {
-	if len(v) == 0 || v[0] != '"' {
-		return v, nil
-	}
-	if len(v) < 2 || v[len(v)-1] != '"' {
-		return "", fmt.Errorf("unterminated quoted value %s", v)
+// unquote removes PostgREST double quotes ("a,b", with \" and \\ escapes);
+// a value that is not entirely one quoted string is kept as it is, as
+// Supabase does.
+func unquote(v string) string {
+	if len(v) < 2 || v[0] != '"' {
+		return v
 	}
 	var b strings.Builder
-	for i := 1; i < len(v)-1; i++ {
-		if v[i] == '\\' && i+1 < len(v)-1 {
+	for i := 1; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '\\' && i+1 < len(v):
 			i++
+			b.WriteByte(v[i])
+		case c == '"':
+			if i != len(v)-1 {
+				return v
+			}
+			return b.String()
+		default:
+			b.WriteByte(c)
 		}
-		b.WriteByte(v[i])
 	}
-	return b.String(), nil
+	return v
 }
+
+// likePattern compiles a LIKE pattern: % is any run of characters, _ any
+// one character, \ escapes the next one (PostgreSQL's default escape), and
+// the whole value must match. ilike folds case (Unicode simple folding,
+// where PostgreSQL follows the database's locale).
+func likePattern(p string, fold bool) (*regexp.Regexp, error) {
+	var b strings.Builder
+	b.WriteString(`\A(?s`)
+	if fold {
+		b.WriteString("i")
+	}
+	b.WriteString(":")
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; c {
+		case '%':
+			b.WriteString(".*")
+		case '_':
+			b.WriteString(".")
+		case '\\':
+			if i+1 == len(p) {
+				return nil, errors.New("LIKE pattern must not end with escape character")
+			}
+			i++
+			_, size := utf8.DecodeRuneInString(p[i:])
+			b.WriteString(regexp.QuoteMeta(p[i : i+size]))
+			i += size - 1
+		default:
+			_, size := utf8.DecodeRuneInString(p[i:])
+			b.WriteString(regexp.QuoteMeta(p[i : i+size]))
+			i += size - 1
+		}
+	}
+	b.WriteString(`)\z`)
+	return regexp.Compile(b.String())
+}
+
+// inspectList renders strings as Elixir inspects a list of them.
+func inspectList(items ...string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = inspectString(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+var elixirEscapes = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "#{", `\#{`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
+
+// inspectString renders s as Elixir inspects a string.
+func inspectString(s string) string { return `"` + elixirEscapes.Replace(s) + `"` }
 
 // Matches reports whether ch satisfies the binding's event, relation and
 // filters. Filters are evaluated against the new row, or for DELETE against
 // the old row (all columns with REPLICA IDENTITY FULL, the key otherwise);
-// a filter on a column missing from that row, or holding NULL, never
-// matches, as in SQL.
+// a filter on a column missing from that row never matches, and NULL
+// behaves as in SQL (see Filter.holds).
 func (s *Subscription) Matches(ch *replication.Change) bool {
 	if s.Event != "*" && s.Event != ch.Type {
 		return false
@@ -212,9 +324,14 @@ func (s *Subscription) Matches(ch *replication.Change) bool {
 	return true
 }
 
+// holds evaluates the filter on a row as Supabase's
+// realtime.check_equality_op does in PostgreSQL: the operand is taken as a
+// value of the column's type, the comparison follows SQL's three-valued
+// logic, and not. negates a known result. An unknown result (a NULL
+// operand for anything but is and isdistinct) never holds, negated or not.
 func (f *Filter) holds(cols []replication.Column, row map[string]any) bool {
 	v, ok := row[f.Column]
-	if !ok || v == nil {
+	if !ok {
 		return false
 	}
 	typ := ""
@@ -227,31 +344,81 @@ func (f *Filter) holds(cols []replication.Column, row map[string]any) bool {
 	if typ == "" {
 		return false
 	}
-	if f.Op == "in" {
+	result, known := f.eval(typ, v)
+	return known && result != f.Negate
+}
+
+// eval is the un-negated SQL result of the condition on value v of type
+// typ; known is false where SQL yields NULL (or would raise an error).
+func (f *Filter) eval(typ string, v any) (result, known bool) {
+	switch f.Op {
+	case "is":
+		return isKeyword(f.Value, v)
+	case "isdistinct":
+		// The operand is a literal, never NULL.
+		if v == nil {
+			return true, true
+		}
+		cmp, ok := compare(typ, v, f.Value)
+		return cmp != 0, ok
+	}
+	if v == nil {
+		return false, false
+	}
+	switch f.Op {
+	case "in":
 		for _, want := range f.Values {
 			if cmp, ok := compare(typ, v, want); ok && cmp == 0 {
-				return true
+				return true, true
 			}
 		}
-		return false
+		// x = any('{…,NULL}') is NULL, not false, when nothing matched.
+		return false, !f.inNull
+	case "like", "ilike", "match", "imatch":
+		if f.pattern == nil {
+			return false, false
+		}
+		return f.pattern.MatchString(textOf(v)), true
 	}
 	cmp, ok := compare(typ, v, f.Value)
 	if !ok {
-		return false
+		return false, false
 	}
 	switch f.Op {
 	case "eq":
-		return cmp == 0
+		return cmp == 0, true
 	case "neq":
-		return cmp != 0
+		return cmp != 0, true
 	case "lt":
-		return cmp < 0
+		return cmp < 0, true
 	case "lte":
-		return cmp <= 0
+		return cmp <= 0, true
 	case "gt":
-		return cmp > 0
+		return cmp > 0, true
 	case "gte":
-		return cmp >= 0
+		return cmp >= 0, true
 	}
-	return false
+	return false, false
+}
+
+// isKeyword evaluates v IS NULL / TRUE / FALSE / UNKNOWN, which is never
+// NULL itself. TRUE, FALSE and UNKNOWN need a boolean (Validator refuses
+// them on other columns); any other keyword is an error in PostgreSQL.
+func isKeyword(keyword string, v any) (result, known bool) {
+	if keyword == "null" {
+		return v == nil, true
+	}
+	b, isBool := v.(bool)
+	if v != nil && !isBool {
+		return false, false
+	}
+	switch keyword {
+	case "true":
+		return isBool && b, true
+	case "false":
+		return isBool && !b, true
+	case "unknown":
+		return v == nil, true
+	}
+	return false, false
 }

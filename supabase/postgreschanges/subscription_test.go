@@ -1,12 +1,16 @@
 package postgreschanges
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/animesync/animesync/shared/dbtest"
 	"github.com/animesync/animesync/supabase/replication"
 )
 
@@ -17,28 +21,48 @@ func TestParse(t *testing.T) {
 		want Subscription
 		err  string
 	}{
-		{"table only means public", Params{Event: "UPDATE", Table: "rooms", Filter: "room_id=eq.abc"}, Subscription{ID: 7, Event: "UPDATE", Schema: "public", Table: "rooms",
+		{"schema, table and filter", Params{Event: "UPDATE", Schema: "public", Table: "rooms", Filter: "room_id=eq.abc"}, Subscription{ID: 7, Event: "UPDATE", Schema: "public", Table: "rooms",
 			Filters: []Filter{{Column: "room_id", Op: "eq", Value: "abc"}}}, ""},
+		{"table only means public", Params{Event: "UPDATE", Table: "rooms"}, Subscription{ID: 7, Event: "UPDATE", Schema: "public", Table: "rooms"}, ""},
 		{"schema only means every table", Params{Event: "*", Schema: "public"}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "*"}, ""},
 		{"event is case-insensitive", Params{Event: "insert", Schema: "public", Table: "comments"}, Subscription{ID: 7, Event: "INSERT", Schema: "public", Table: "comments"}, ""},
 		{"unknown event means all", Params{Event: "whatever", Schema: "*"}, Subscription{ID: 7, Event: "*", Schema: "*", Table: "*"}, ""},
-		{"quoted values and in lists", Params{Table: "t", Filter: `name=eq."a,b",id=in.(1,"2,3", 4)`}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t",
-			Filters: []Filter{{Column: "name", Op: "eq", Value: "a,b"}, {Column: "id", Op: "in", Values: []string{"1", "2,3", "4"}}}}, ""},
-		{"array operand", Params{Table: "t", Filter: `tags=eq.{a,b}`}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t",
+		{"blank filter is no filter", Params{Schema: "public", Table: "t", Filter: "  "}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t"}, ""},
+		{"quoted values and in lists", Params{Schema: "public", Table: "t", Filter: `name=eq."a,b",id=in.(1,"2,3", 4)`}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t",
+			Filters: []Filter{{Column: "name", Op: "eq", Value: "a,b"}, {Column: "id", Op: "in", Value: `{1,"2,3", 4}`, Values: []string{"1", "2,3", "4"}}}}, ""},
+		{"escapes in quotes", Params{Schema: "public", Table: "t", Filter: `name=eq."say \"hi\", \\o/"`}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t",
+			Filters: []Filter{{Column: "name", Op: "eq", Value: `say "hi", \o/`}}}, ""},
+		{"a quote inside a value is a character", Params{Schema: "public", Table: "t", Filter: `name=eq.O"Brien,id=eq.1`}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t",
+			Filters: []Filter{{Column: "name", Op: "eq", Value: `O"Brien`}, {Column: "id", Op: "eq", Value: "1"}}}, ""},
+		{"array operand", Params{Schema: "public", Table: "t", Filter: `tags=eq.{a,b}`}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t",
 			Filters: []Filter{{Column: "tags", Op: "eq", Value: "{a,b}"}}}, ""},
-		{"no params", Params{Event: "*"}, Subscription{}, "No subscription params"},
-		{"bad operator", Params{Table: "t", Filter: "a=like.x"}, Subscription{}, "Error parsing `filter` params"},
-		{"no operator", Params{Table: "t", Filter: "a=5"}, Subscription{}, "Error parsing `filter` params"},
-		{"in without parentheses", Params{Table: "t", Filter: "a=in.1,2"}, Subscription{}, "parenthesised"},
-		{"filter with wildcard table", Params{Schema: "public", Filter: "a=eq.1"}, Subscription{}, "one schema and one table"},
-		{"too many in values", Params{Table: "t", Filter: "a=in.(" + strings.Repeat("1,", 100) + "1)"}, Subscription{}, "Maximum 100"},
+		{"negation", Params{Schema: "public", Table: "t", Filter: "status=not.in.(draft,archived),n=not.eq.1"}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t",
+			Filters: []Filter{{Column: "status", Op: "in", Negate: true, Value: "{draft,archived}", Values: []string{"draft", "archived"}}, {Column: "n", Op: "eq", Negate: true, Value: "1"}}}, ""},
+		{"is and isdistinct", Params{Schema: "public", Table: "t", Filter: "b=is.null,n=isdistinct.5"}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t",
+			Filters: []Filter{{Column: "b", Op: "is", Value: "null"}, {Column: "n", Op: "isdistinct", Value: "5"}}}, ""},
+		{"filters on wildcards are checked per table later", Params{Schema: "*", Table: "*", Filter: "room_id=eq.1"}, Subscription{ID: 7, Event: "*", Schema: "*", Table: "*",
+			Filters: []Filter{{Column: "room_id", Op: "eq", Value: "1"}}}, ""},
+		{"long in lists are checked later", Params{Schema: "public", Table: "t", Filter: "a=in.(" + strings.Repeat("1,", 100) + "1)"}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t",
+			Filters: []Filter{{Column: "a", Op: "in", Value: "{" + strings.Repeat("1,", 100) + "1}", Values: slices.Repeat([]string{"1"}, 101)}}}, ""},
+		{"empty in list", Params{Schema: "public", Table: "t", Filter: "a=in.()"}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t",
+			Filters: []Filter{{Column: "a", Op: "in", Value: "{}"}}}, ""},
+		// Supabase's texts, exactly.
+		{"no params", Params{Event: "*"}, Subscription{}, "No subscription params provided. Please provide at least a `schema` or `table` to subscribe to: %{\"event\" => \"*\"}"},
+		{"table and filter without schema", Params{Table: "t", Filter: "a=eq.1"}, Subscription{},
+			"No subscription params provided. Please provide at least a `schema` or `table` to subscribe to: %{\"filter\" => \"a=eq.1\", \"table\" => \"t\"}"},
+		{"unknown operator", Params{Schema: "public", Table: "t", Filter: "subject=foo.hey"}, Subscription{}, "Error parsing `filter` params: [\"foo\", \"hey\"]"},
+		{"not a condition", Params{Schema: "public", Table: "t", Filter: "undefined"}, Subscription{}, "Error parsing `filter` params: [\"undefined\"]"},
+		{"no operator", Params{Schema: "public", Table: "t", Filter: "a=5"}, Subscription{}, "Error parsing `filter` params: [\"5\"]"},
+		{"negated nothing", Params{Schema: "public", Table: "t", Filter: "a=not.eq"}, Subscription{}, "Error parsing `filter` params: [\"eq\"]"},
+		{"in without parentheses", Params{Schema: "public", Table: "t", Filter: "a=in.1,2"}, Subscription{}, "Error parsing `filter` params: `in` filter value must be wrapped by parentheses"},
+		{"empty segment", Params{Schema: "public", Table: "t", Filter: "a=eq.1,,b=eq.2"}, Subscription{}, "Error parsing `filter` params: filter must not contain empty segments (check for extra commas)"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := Parse(c.in, 7)
 			if c.err != "" {
-				if err == nil || !strings.Contains(err.Error(), c.err) {
-					t.Fatalf("err %v, want %q", err, c.err)
+				if err == nil || err.Error() != c.err {
+					t.Fatalf("err %v\nwant %s", err, c.err)
 				}
 				return
 			}
@@ -134,11 +158,11 @@ func TestMatchesEventAndRelation(t *testing.T) {
 		{Params{Event: "*", Schema: "*"}, upd, true},
 		{Params{Event: "*", Schema: "other"}, upd, false},
 		{Params{Event: "*", Table: "comments"}, upd, false},
-		{Params{Event: "UPDATE", Table: "rooms", Filter: "room_id=eq.new"}, upd, true},
-		{Params{Event: "UPDATE", Table: "rooms", Filter: "room_id=eq.old"}, upd, false},
+		{Params{Event: "UPDATE", Schema: "public", Table: "rooms", Filter: "room_id=eq.new"}, upd, true},
+		{Params{Event: "UPDATE", Schema: "public", Table: "rooms", Filter: "room_id=eq.old"}, upd, false},
 		// deletes are filtered on the old row
-		{Params{Event: "DELETE", Table: "rooms", Filter: "room_id=eq.gone"}, del, true},
-		{Params{Event: "*", Table: "rooms", Filter: "room_id=eq.new"}, del, false},
+		{Params{Event: "DELETE", Schema: "public", Table: "rooms", Filter: "room_id=eq.gone"}, del, true},
+		{Params{Event: "*", Schema: "public", Table: "rooms", Filter: "room_id=eq.new"}, del, false},
 	}
 	for _, c := range cases {
 		sub, err := Parse(c.p, 1)
@@ -217,5 +241,153 @@ func TestKeys(t *testing.T) {
 	u2 := Auth{Role: "authenticated", Claims: map[string]any{"sub": "u2"}}
 	if RoomKey(u1) == RoomKey(u2) {
 		t.Error("RoomKey must tell signed-in users apart (membership is per sub)")
+	}
+}
+
+// operatorColumns are the columns of operatorChange: name, pg_type.typname
+// as replication reports it, SQL type, the value's literal (nil: NULL) and
+// the value as the replication decoder hands it over.
+type operatorColumn struct {
+	name, typ, sqlType string
+	literal            *string
+	value              any
+}
+
+var operatorColumns = []operatorColumn{
+	{"t", "text", "text", ptr("Attack on Titan"), "Attack on Titan"},
+	{"code", "varchar", "varchar", ptr("AOT_S1%"), "AOT_S1%"},
+	{"nul", "text", "text", nil, nil},
+	{"b", "bool", "bool", ptr("true"), true},
+	{"bf", "bool", "bool", ptr("false"), false},
+	{"bn", "bool", "bool", nil, nil},
+	{"n", "int8", "int8", ptr("10"), json.Number("10")},
+	{"nn", "int4", "int4", nil, nil},
+	{"tags", "_text", "text[]", ptr("{a,b}"), []any{"a", "b"}},
+}
+
+func ptr(s string) *string { return &s }
+
+func operatorChange() *replication.Change {
+	ch := &replication.Change{Schema: "public", Table: "t", Type: replication.Insert, Record: map[string]any{}}
+	for _, c := range operatorColumns {
+		ch.Columns = append(ch.Columns, replication.Column{Name: c.name, Type: c.typ})
+		ch.Record[c.name] = c.value
+	}
+	return ch
+}
+
+// operatorCases cover every operator, negated and not, on values and on
+// NULL. TestOperatorsAgreeWithPostgreSQL checks each expectation against
+// PostgreSQL itself.
+var operatorCases = []struct {
+	filter string
+	want   bool
+}{
+	// comparisons: not. negates a known result; NULL is unknown either way
+	{"n=eq.10", true}, {"n=not.eq.10", false}, {"n=not.eq.9", true}, {"n=neq.10", false}, {"n=not.neq.10", true},
+	{"n=not.lt.5", true}, {"n=not.gte.11", true}, {"n=not.lte.10", false}, {"n=not.gt.10", true},
+	{"nn=eq.1", false}, {"nn=not.eq.1", false}, {"nn=neq.1", false}, {"nn=not.neq.1", false}, {"nn=lt.1", false}, {"nn=not.lt.1", false},
+	{"nul=eq.x", false}, {"nul=not.eq.x", false},
+	// in, with NULL elements as in x = any('{…,NULL}')
+	{"n=in.(1,10)", true}, {"n=not.in.(1,10)", false}, {"n=not.in.(1,2)", true}, {"n=in.(1,NULL)", false}, {"n=not.in.(1,NULL)", false},
+	{"n=in.(10,NULL)", true}, {"n=not.in.(10,NULL)", false}, {"nn=in.(1)", false}, {"nn=not.in.(1)", false},
+	{"t=not.in.(draft,archived)", true}, {`t=in.("Attack on Titan",x)`, true}, {"n=in.()", false}, {"n=not.in.()", true},
+	// like: % and _ wildcards, \ escapes, the whole value must match
+	{"t=like.Attack%", true}, {"t=like.attack%", false}, {"t=not.like.attack%", true}, {"t=like.%Titan", true}, {"t=like.%on%", true},
+	{"t=like.Attack_on_Titan", true}, {"t=like.Attack_Titan", false}, {"t=like.Attack", false}, {"t=not.like.Attack%", false},
+	{`code=like.AOT\_S1\%`, true}, {`code=like.AOT\_S2%`, false}, {`code=like.AOT\_%`, true}, {"code=like.AOT_S1_", true}, {`t=like.Attack\_%`, false},
+	{"nul=like.%", false}, {"nul=not.like.%", false},
+	// ilike folds case
+	{"t=ilike.attack%", true}, {"t=ilike.%TITAN", true}, {"t=not.ilike.%titan", false}, {"t=ilike.%x%", false}, {"t=not.ilike.%x%", true},
+	{"code=ilike.aot\\_s1%", true}, {"nul=ilike.%", false}, {"nul=not.ilike.%", false},
+	// match / imatch: regular expressions, unanchored
+	{"t=match.^Attack", true}, {"t=match.titan", false}, {"t=match.Tit", true}, {"t=not.match.^Attack", false}, {"t=match.^A.*n$", true},
+	{"t=match.[0-9]", false}, {"t=not.match.[0-9]", true}, {"t=match.on T", true}, {"nul=match..", false}, {"nul=not.match..", false},
+	{"t=imatch.titan", true}, {"t=imatch.^ATTACK", true}, {"t=not.imatch.TITAN", false}, {"t=imatch.xyz", false}, {"t=not.imatch.xyz", true},
+	// is: never NULL itself
+	{"nul=is.null", true}, {"nul=not.is.null", false}, {"t=is.null", false}, {"t=not.is.null", true}, {"n=is.null", false}, {"nn=is.null", true},
+	{"b=is.true", true}, {"b=is.false", false}, {"b=not.is.true", false}, {"bf=is.false", true}, {"bf=not.is.true", true},
+	{"bn=is.true", false}, {"bn=not.is.true", true}, {"bn=is.false", false}, {"bn=not.is.false", true},
+	{"bn=is.unknown", true}, {"b=is.unknown", false}, {"bn=not.is.unknown", false}, {"b=not.is.unknown", true}, {"bn=is.null", true},
+	// isdistinct: IS [NOT] DISTINCT FROM, NULL-safe
+	{"n=isdistinct.10", false}, {"n=isdistinct.11", true}, {"n=not.isdistinct.10", true}, {"n=not.isdistinct.11", false},
+	{"nn=isdistinct.1", true}, {"nn=not.isdistinct.1", false}, {"t=isdistinct.Attack on Titan", false}, {"nul=isdistinct.x", true},
+	{"nul=not.isdistinct.x", false}, {"tags=isdistinct.{a,b}", false}, {"tags=isdistinct.{a}", true}, {"b=isdistinct.t", false},
+	// several conditions: AND
+	{"t=like.Attack%,n=not.in.(1,2),bn=is.null", true}, {"t=like.Attack%,nul=not.eq.x", false},
+}
+
+func TestFilterOperators(t *testing.T) {
+	ch := operatorChange()
+	for _, c := range operatorCases {
+		sub, err := Parse(Params{Event: "*", Schema: "public", Table: "t", Filter: c.filter}, 1)
+		if err != nil {
+			t.Fatalf("%s: %v", c.filter, err)
+		}
+		if got := sub.Matches(ch); got != c.want {
+			t.Errorf("%s: matches = %v, want %v", c.filter, got, c.want)
+		}
+	}
+	// A filter on a column the row lacks never holds, negated or not.
+	for _, f := range []string{"missing=not.eq.1", "missing=is.null", "missing=isdistinct.1", "missing=not.like.%"} {
+		sub, _ := Parse(Params{Event: "*", Schema: "public", Table: "t", Filter: f}, 1)
+		if sub.Matches(ch) {
+			t.Errorf("%s matched a row without the column", f)
+		}
+	}
+	// Patterns that cannot be evaluated never match (Validator refuses them).
+	for _, f := range []string{`t=like.Attack\`, `t=not.like.x\`, `t=match.(a)\1`, `t=not.imatch.(?=x)`} {
+		sub, err := Parse(Params{Event: "*", Schema: "public", Table: "t", Filter: f}, 1)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if sub.Matches(ch) || sub.Filters[0].patternErr == nil {
+			t.Errorf("%s: matched, or no pattern error", f)
+		}
+	}
+}
+
+// TestOperatorsAgreeWithPostgreSQL evaluates every operator case in
+// PostgreSQL the way Supabase's realtime.check_equality_op does
+// (val::type OP val::type, negated with NOT, NULL counting as false), so
+// the expectations above are PostgreSQL's, not ours.
+func TestOperatorsAgreeWithPostgreSQL(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	symbols := map[string]string{"eq": "=", "neq": "!=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "like": "LIKE", "ilike": "ILIKE", "match": "~", "imatch": "~*"}
+	for _, c := range operatorCases {
+		sub, err := Parse(Params{Event: "*", Schema: "public", Table: "t", Filter: c.filter}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := true
+		for _, f := range sub.Filters {
+			col := operatorColumns[slices.IndexFunc(operatorColumns, func(col operatorColumn) bool { return col.name == f.Column })]
+			not := ""
+			if f.Negate {
+				not = "NOT "
+			}
+			var expr string
+			args := []any{col.literal, f.Value}
+			switch f.Op {
+			case "is":
+				expr = fmt.Sprintf("$1::%s IS %s%s", col.sqlType, not, strings.ToUpper(f.Value))
+				args = args[:1]
+			case "isdistinct":
+				expr = fmt.Sprintf("$1::%s IS %sDISTINCT FROM $2::%s", col.sqlType, not, col.sqlType)
+			case "in":
+				expr = fmt.Sprintf("%s($1::%s = any ($2::%s[]))", not, col.sqlType, col.sqlType)
+			default:
+				expr = fmt.Sprintf("%s($1::%s %s ($2::%s))", not, col.sqlType, symbols[f.Op], col.sqlType)
+			}
+			var holds bool
+			if err := db.Pool.QueryRow(ctx, "select coalesce("+expr+", false)", args...).Scan(&holds); err != nil {
+				t.Fatalf("%s: %s: %v", c.filter, expr, err)
+			}
+			want = want && holds
+		}
+		if want != c.want {
+			t.Errorf("%s: PostgreSQL says %v, the case says %v", c.filter, want, c.want)
+		}
 	}
 }
