@@ -1,0 +1,251 @@
+package postgreschanges
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/animesync/animesync/supabase/replication"
+)
+
+// Validator checks parsed subscriptions against the database the way
+// Supabase Realtime does when it stores them in realtime.subscription
+// (REALTIME.md §4.3, §4.4): the relation must be in the publication
+// supabase_realtime (a wildcard schema or table must match at least one
+// published table), the subscriber's role must exist, and on every matched
+// table each filter must name a column the role may select, with an operand
+// that suits the column's type. Nothing is stored: animesync matches
+// changes in Go, so the database only answers questions.
+type Validator struct {
+	pool        *pgxpool.Pool
+	publication string
+}
+
+// NewValidator checks subscriptions in the database pool reaches.
+func NewValidator(pool *pgxpool.Pool) *Validator {
+	return &Validator{pool: pool, publication: replication.PublicationChanges}
+}
+
+// RefusedError is a subscription Supabase would refuse. Message is the text
+// of the channel's "system" error, in Supabase's words; retrying cannot
+// help.
+type RefusedError struct{ Message string }
+
+func (e *RefusedError) Error() string { return e.Message }
+
+// Validate checks subs in order for role and returns the first refusal as
+// a *RefusedError. Any other error is the database failing (unreachable,
+// timed out): worth retrying.
+func (v *Validator) Validate(ctx context.Context, role string, subs []Subscription) error {
+	conn, err := v.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres_changes: validate subscription: %w", err)
+	}
+	defer conn.Release()
+	for i := range subs {
+		if err := v.validate(ctx, conn.Conn(), role, &subs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// relColumn is one column of a published table as role sees it.
+type relColumn struct {
+	name       string
+	typ        string // regtype text, e.g. "integer", "character varying"
+	category   string // pg_type.typcategory: "S" for string types
+	selectable bool
+}
+
+type relation struct {
+	schema, table string
+	columns       []relColumn
+}
+
+// publishedColumns lists every table of the publication that the binding
+// names (or matches with *), with its columns and whether role may select
+// each. has_column_privilege fails for a role that does not exist, as
+// Supabase's subscription insert does.
+const publishedColumns = `
+select p.schemaname, p.tablename, a.attname, a.atttypid::regtype::text, t.typcategory::text,
+       has_column_privilege($4::name, a.attrelid, a.attnum, 'SELECT')
+  from pg_publication_tables p
+  join pg_namespace n on n.nspname = p.schemaname
+  join pg_class c on c.relnamespace = n.oid and c.relname = p.tablename
+  join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+  join pg_type t on t.oid = a.atttypid
+ where p.pubname = $1
+   and ($2 = '*' or p.schemaname = $2)
+   and ($3 = '*' or p.tablename = $3)
+ order by p.schemaname, p.tablename, a.attnum`
+
+func (v *Validator) validate(ctx context.Context, conn *pgx.Conn, role string, s *Subscription) error {
+	rows, err := conn.Query(ctx, publishedColumns, v.publication, s.Schema, s.Table, role)
+	if err != nil {
+		return v.fail(s, err)
+	}
+	var rels []relation
+	for rows.Next() {
+		var schema, table string
+		var col relColumn
+		if err := rows.Scan(&schema, &table, &col.name, &col.typ, &col.category, &col.selectable); err != nil {
+			rows.Close()
+			return v.fail(s, err)
+		}
+		if n := len(rels); n == 0 || rels[n-1].schema != schema || rels[n-1].table != table {
+			rels = append(rels, relation{schema: schema, table: table})
+		}
+		rels[len(rels)-1].columns = append(rels[len(rels)-1].columns, col)
+	}
+	if err := rows.Err(); err != nil {
+		return v.fail(s, err)
+	}
+	if len(rels) == 0 {
+		return &RefusedError{Message: "Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the given connect parameters: [" + s.logParams() + "]"}
+	}
+	for _, rel := range rels {
+		for i := range s.Filters {
+			if err := checkFilter(ctx, conn, rel.columns, &s.Filters[i]); err != nil {
+				return v.fail(s, err)
+			}
+		}
+	}
+	return nil
+}
+
+// fail classifies err: an error PostgreSQL raised about the subscription
+// (or one of checkFilter's, worded like Supabase's trigger) refuses it,
+// with Supabase's message; a connection failure or timeout does not.
+func (v *Validator) fail(s *Subscription, err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || transientSQLState(pgErr.Code) {
+		return fmt.Errorf("postgres_changes: validate subscription: %w", err)
+	}
+	return &RefusedError{Message: "Unable to subscribe to changes with given parameters. An exception happened so please check your connect parameters: [" +
+		s.logParams() + "]. Exception: " + postgrexMessage(pgErr)}
+}
+
+// transientSQLState: connection exceptions, insufficient resources,
+// operator intervention (shutdown, cancelled statements) and system
+// errors are the database's trouble, not the subscription's.
+func transientSQLState(code string) bool {
+	switch {
+	case strings.HasPrefix(code, "08"), strings.HasPrefix(code, "53"), strings.HasPrefix(code, "57"), strings.HasPrefix(code, "58"):
+		return true
+	}
+	return false
+}
+
+// raise is an error as the subscription trigger's "raise exception" would
+// report it.
+func raise(format string, args ...any) error {
+	return &pgconn.PgError{Severity: "ERROR", Code: "P0001", Message: fmt.Sprintf(format, args...)}
+}
+
+// checkFilter applies Supabase's subscription_check_filters to one filter
+// on one table's columns. Operand casts are asked of PostgreSQL itself.
+func checkFilter(ctx context.Context, conn *pgx.Conn, cols []relColumn, f *Filter) error {
+	var col *relColumn
+	for i := range cols {
+		if cols[i].name == f.Column && cols[i].selectable {
+			col = &cols[i]
+			break
+		}
+	}
+	if col == nil {
+		return raise("invalid column for filter %s", f.Column)
+	}
+	switch f.Op {
+	case "in":
+		var n int
+		if err := conn.QueryRow(ctx, "select coalesce(cardinality($1::text::"+col.typ+"[]), 0)", f.Value).Scan(&n); err != nil {
+			return err
+		}
+		if n > MaxInValues {
+			return raise("too many values for `in` filter. Maximum %d", MaxInValues)
+		}
+	case "is":
+		switch f.Value {
+		case "null", "true", "false", "unknown":
+		default:
+			return raise("invalid value for is filter: must be null, true, false, or unknown")
+		}
+		if f.Value != "null" && col.typ != "boolean" {
+			return raise("is %s filter requires a boolean column, got %s", f.Value, col.typ)
+		}
+	case "like", "ilike", "match", "imatch":
+		// Supabase asks pg_operator for the column type's own ~~ or ~
+		// operator, which leaves out varchar (it borrows text's); here every
+		// string type (typcategory S: text, varchar, char, name, citext)
+		// qualifies, since matching runs in Go on the text anyway.
+		if col.category != "S" {
+			return raise("operator %s requires a text-compatible column type, got %s", f.Op, col.typ)
+		}
+		if f.Op == "match" || f.Op == "imatch" {
+			if _, err := conn.Exec(ctx, "select '' ~ $1::text", f.Value); err != nil {
+				var pgErr *pgconn.PgError
+				if errors.As(err, &pgErr) && !transientSQLState(pgErr.Code) {
+					return raise("invalid regular expression for %s filter: %s", f.Op, pgErr.Message)
+				}
+				return err
+			}
+			if f.patternErr != nil {
+				// Valid for PostgreSQL, beyond Go's RE2 (back-references,
+				// look-around): it could never be evaluated here.
+				return raise("invalid regular expression for %s filter: %v (RE2 syntax required)", f.Op, f.patternErr)
+			}
+		} else if f.patternErr != nil {
+			return &pgconn.PgError{Severity: "ERROR", Code: "22025", Message: f.patternErr.Error()}
+		}
+	default:
+		// eq neq lt lte gt gte isdistinct: the operand must be a value of
+		// the column's type.
+		if _, err := conn.Exec(ctx, "select $1::text::"+col.typ, f.Value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// logParams renders the subscription as Supabase's error messages show it:
+// [event: …, schema: …, table: …, filters: [{"col", "op", "value", negate}], select: nil].
+func (s *Subscription) logParams() string {
+	fs := make([]string, len(s.Filters))
+	for i, f := range s.Filters {
+		fs[i] = "{" + inspectString(f.Column) + ", " + inspectString(f.Op) + ", " + inspectString(f.Value) + ", " + strconv.FormatBool(f.Negate) + "}"
+	}
+	return "event: " + s.Event + ", schema: " + s.Schema + ", table: " + s.Table + ", filters: [" + strings.Join(fs, ", ") + "], select: nil"
+}
+
+// postgrexMessage renders a PostgreSQL error as Elixir's Postgrex prints
+// it: severity, SQLSTATE, condition name, message.
+func postgrexMessage(e *pgconn.PgError) string {
+	name := conditionNames[e.Code]
+	if name == "" {
+		return e.Severity + " " + e.Code + " " + e.Message
+	}
+	return e.Severity + " " + e.Code + " (" + name + ") " + e.Message
+}
+
+// conditionNames are the SQLSTATEs a subscription check can raise.
+var conditionNames = map[string]string{
+	"P0001": "raise_exception",
+	"22P02": "invalid_text_representation",
+	"22007": "invalid_datetime_format",
+	"22008": "datetime_field_overflow",
+	"22003": "numeric_value_out_of_range",
+	"22023": "invalid_parameter_value",
+	"22025": "invalid_escape_sequence",
+	"2201B": "invalid_regular_expression",
+	"22021": "character_not_in_repertoire",
+	"42704": "undefined_object",
+	"42601": "syntax_error",
+	"42846": "cannot_coerce",
+}
