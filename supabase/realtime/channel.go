@@ -1,6 +1,7 @@
 package realtime
 
 import (
+	"context"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,14 @@ type channel struct {
 	claims   *auth.Claims // the channel's token (join access_token, else the socket's)
 	token    string
 	bindings []pgBinding
+	// pgRun numbers the channel's postgres_changes subscription runs (join,
+	// then each new token); only the latest may report. pgCancel stops it.
+	pgRun    uint64
+	pgCancel context.CancelFunc
+	// ctx ends with the channel, stopping the work it started off the
+	// reader; created on demand by background().
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	t      *topic
 	closed atomic.Bool
@@ -142,7 +151,10 @@ func (c *conn) join(m Message) {
 	c.srv.channelCount.Add(1)
 	c.srv.metrics.RealtimeChannelJoined()
 	c.srv.hub.subscribe(ch, encodeText(c.vsn, m.JoinRef, m.Ref, m.Topic, "phx_reply", resp))
-	c.srv.trackPostgresChanges(ch)
+	c.subscribePostgresChanges(ch)
+	if jp.replicationReady {
+		c.awaitReplicationReady(ch)
+	}
 }
 
 // joinChecks runs Realtime's join checks in its order and returns the
@@ -209,6 +221,9 @@ func (c *conn) dropChannel(ch *channel) {
 	}
 	c.srv.hub.unsubscribe(ch)
 	c.srv.untrackPostgresChanges(ch)
+	if ch.cancel != nil {
+		ch.cancel()
+	}
 	if c.channels[ch.topic] == ch {
 		delete(c.channels, ch.topic)
 	}
@@ -221,8 +236,10 @@ func (c *conn) dropChannel(ch *channel) {
 
 // accessToken handles the access_token push: never answered, ignored for
 // sb_ keys, empty values and the current token; otherwise the channel's
-// claims are replaced, or the channel is closed when the token is bad or no
-// longer grants a private channel (REALTIME.md §3.8).
+// claims are replaced and its postgres_changes subscription re-made with
+// them (another "Subscribed to PostgreSQL" follows), or the channel is
+// closed when the token is bad or no longer grants a private channel
+// (REALTIME.md §3.8).
 func (c *conn) accessToken(ch *channel, m Message) {
 	tok := stringField(m.Payload, "access_token")
 	if tok == "" || strings.HasPrefix(tok, "sb_") || tok == ch.token {
@@ -238,6 +255,7 @@ func (c *conn) accessToken(ch *channel, m Message) {
 		return
 	}
 	ch.claims, ch.token = claims, tok
+	c.subscribePostgresChanges(ch)
 }
 
 // expireTokens closes channels whose token has expired; the janitor calls

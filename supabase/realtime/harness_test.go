@@ -58,10 +58,12 @@ func testVerifier() *auth.Verifier {
 // startServer starts a Server with metrics.
 func startServer(t testing.TB, mutate func(*config.Config), sink PresenceSink) *testServer {
 	t.Helper()
-	return startServerWith(t, mutate, sink, metrics.New())
+	return startServerWith(t, mutate, Options{Presence: sink, Metrics: metrics.New()}, nil)
 }
 
-func startServerWith(t testing.TB, mutate func(*config.Config), sink PresenceSink, m *metrics.Metrics) *testServer {
+// startServerWith starts a server with opts (the verifier, config and
+// logger are the tests'); tune adjusts it before it serves.
+func startServerWith(t testing.TB, mutate func(*config.Config), opts Options, tune func(*Server)) *testServer {
 	t.Helper()
 	cfg := testConfig()
 	if mutate != nil {
@@ -72,11 +74,15 @@ func startServerWith(t testing.TB, mutate func(*config.Config), sink PresenceSin
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	s := New(Options{Verifier: v, Config: cfg, Logger: log, Presence: sink, Metrics: m})
+	opts.Verifier, opts.Config, opts.Logger = v, cfg, log
+	s := New(opts)
+	if tune != nil {
+		tune(s)
+	}
 	e := echo.New()
 	e.HideBanner = true
 	s.Register(e)
-	ts := &testServer{Server: s, http: httptest.NewServer(e), verifier: v, metrics: m, runDone: make(chan error, 1)}
+	ts := &testServer{Server: s, http: httptest.NewServer(e), verifier: v, metrics: opts.Metrics, runDone: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.cancel = cancel
 	go func() { ts.runDone <- s.Run(ctx) }()

@@ -16,6 +16,9 @@ type joinPayload struct {
 	private         bool
 	postgresChanges []json.RawMessage
 	accessToken     string
+	// replicationReady asks for a system message once database changes
+	// stream (config.broadcast.replication_ready).
+	replicationReady bool
 }
 
 // flexBool accepts true/false and the strings "true"/"false", which the
@@ -43,8 +46,9 @@ func parseJoinPayload(raw json.RawMessage) joinPayload {
 	var p struct {
 		Config struct {
 			Broadcast struct {
-				Ack  flexBool `json:"ack"`
-				Self flexBool `json:"self"`
+				Ack              flexBool `json:"ack"`
+				Self             flexBool `json:"self"`
+				ReplicationReady flexBool `json:"replication_ready"`
 			} `json:"broadcast"`
 			Presence struct {
 				Key     json.RawMessage `json:"key"`
@@ -64,6 +68,8 @@ func parseJoinPayload(raw json.RawMessage) joinPayload {
 		presenceEnabled: bool(p.Config.Presence.Enabled),
 		private:         bool(p.Config.Private),
 		accessToken:     deref(p.AccessToken),
+
+		replicationReady: bool(p.Config.Broadcast.ReplicationReady),
 	}
 	if jp.accessToken == "" {
 		jp.accessToken = deref(p.UserToken)

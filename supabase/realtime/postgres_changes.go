@@ -16,31 +16,9 @@ type pgChannels struct {
 	byChan map[*channel]postgreschanges.Target
 }
 
-// trackPostgresChanges parses a joined channel's bindings and indexes it.
-// A binding that does not parse is logged and left out: the join reply has
-// already echoed it, and it matches nothing.
-func (s *Server) trackPostgresChanges(ch *channel) {
-	if len(ch.bindings) == 0 {
-		return
-	}
-	target := postgreschanges.Target{Channel: ch, Auth: authOf(ch)}
-	for _, b := range ch.bindings {
-		raw, _ := json.Marshal(b.Params)
-		var p postgreschanges.Params
-		if err := json.Unmarshal(raw, &p); err != nil {
-			s.log.Debug("realtime: postgres_changes binding", "topic", ch.topic, "error", err)
-			continue
-		}
-		sub, err := postgreschanges.Parse(p, b.ID)
-		if err != nil {
-			s.log.Debug("realtime: postgres_changes binding", "topic", ch.topic, "error", err)
-			continue
-		}
-		target.Bindings = append(target.Bindings, sub)
-	}
-	if len(target.Bindings) == 0 {
-		return
-	}
+// trackPostgresChanges indexes a channel's parsed bindings with the role
+// and claims row-level security judges it by (pg_subscribe.go decides when).
+func (s *Server) trackPostgresChanges(ch *channel, target postgreschanges.Target) {
 	s.pg.mu.Lock()
 	if s.pg.byChan == nil {
 		s.pg.byChan = map[*channel]postgreschanges.Target{}

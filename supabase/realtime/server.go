@@ -33,6 +33,13 @@ type Options struct {
 	Logger   *slog.Logger   // nil: slog.Default()
 	Presence PresenceSink   // may be nil
 	Metrics  *metrics.Metrics
+	// Subscriptions checks postgres_changes bindings in the database after
+	// a join, as Supabase does when it stores them; nil skips the check and
+	// the "Subscribed to PostgreSQL" message (a server without a database).
+	Subscriptions SubscriptionValidator
+	// Replication reports whether database changes stream, for
+	// "Subscribed to PostgreSQL" and replication_ready; nil means always.
+	Replication func() ReplicationState
 }
 
 // Server is the Realtime server. Create it with New, mount it with
@@ -45,6 +52,9 @@ type Server struct {
 	metrics  *metrics.Metrics // nil records nothing
 	pg       pgChannels
 	now      func() time.Time
+
+	subscriptions SubscriptionValidator
+	replication   func() ReplicationState
 
 	hub   *hub
 	sinkQ chan presenceEvent
@@ -73,11 +83,16 @@ type limits struct {
 	idleTimeout         time.Duration
 	noChannelTimeout    time.Duration
 	maxFrame            int64
+	// subscribeRetry: a failed postgres_changes subscription is retried
+	// after subscribeRetry to 2×subscribeRetry (Realtime: 5–10 s).
+	subscribeRetry          time.Duration
+	replicationReadyTimeout time.Duration
 }
 
 // Fixed protocol constants (REALTIME.md §2.4, §2.6, §7).
 const (
 	maxFrameBytes    = 5_000_000        // Realtime's maximum WebSocket frame
+	replicationWait  = 60 * time.Second // Realtime's replication_ready_timeout
 	idleTimeout      = 60 * time.Second // Phoenix's socket timeout; the client beats every 25 s
 	noChannelTimeout = 10 * time.Minute // NO_CHANNEL_TIMEOUT_IN_MS
 	sinkQueueSize    = 4096
@@ -96,6 +111,9 @@ func limitsFrom(cfg *config.Config) limits {
 		idleTimeout:         idleTimeout,
 		noChannelTimeout:    noChannelTimeout,
 		maxFrame:            maxFrameBytes,
+
+		subscribeRetry:          5 * time.Second,
+		replicationReadyTimeout: replicationWait,
 	}
 	if cfg == nil {
 		return l
@@ -134,6 +152,9 @@ func New(opts Options) *Server {
 		hub:      newHub(),
 		sinkQ:    make(chan presenceEvent, sinkQueueSize),
 		conns:    make(map[*conn]struct{}),
+
+		subscriptions: opts.Subscriptions,
+		replication:   opts.Replication,
 	}
 }
 

@@ -151,6 +151,18 @@ type App struct {
 	Presence *functions.PresenceReports
 	// changes is the replication consumer once it runs, for /health.
 	changes atomic.Pointer[replication.Consumer]
+	// changesOff is set when the database cannot replicate logically: the
+	// system message channels with postgres_changes bindings get.
+	changesOff atomic.Pointer[string]
+}
+
+// replicationState tells the realtime server whether changes stream.
+func (a *App) replicationState() realtime.ReplicationState {
+	if msg := a.changesOff.Load(); msg != nil {
+		return realtime.ReplicationState{Disabled: *msg}
+	}
+	c := a.changes.Load()
+	return realtime.ReplicationState{Streaming: c != nil && c.Status().Connected}
 }
 
 // NewApp builds the router and, without an upstream, the realtime server.
@@ -160,8 +172,12 @@ func NewApp(c Components) *App {
 	app := &App{}
 	if c.Upstream == nil {
 		app.Presence = functions.NewPresenceReports(deps)
-		app.Realtime = realtime.New(realtime.Options{Verifier: c.Verifier, Config: c.Config, Logger: c.Logger, Presence: app.Presence,
-			Metrics: c.Metrics})
+		opts := realtime.Options{Verifier: c.Verifier, Config: c.Config, Logger: c.Logger, Presence: app.Presence,
+			Metrics: c.Metrics, Replication: app.replicationState}
+		if c.Pool != nil {
+			opts.Subscriptions = postgreschanges.NewValidator(c.Pool)
+		}
+		app.Realtime = realtime.New(opts)
 		health.Realtime = func() any {
 			rep := realtimeHealth{Status: "ok", Stats: app.Realtime.Stats()}
 			if c := app.changes.Load(); c != nil {
@@ -304,6 +320,12 @@ func (s *Server) startChanges(ctx context.Context, g *errgroup.Group) error {
 		err := cons.Run(ctx)
 		var ce *replication.ConfigError
 		if errors.As(err, &ce) {
+			// Broadcast and presence keep working; a channel that subscribes
+			// to postgres_changes learns why it will get nothing (Supabase has
+			// no such state: its own database always replicates).
+			msg := fmt.Sprintf("Unable to subscribe to changes: postgres_changes are disabled on this server (PostgreSQL %s is %q, want %q)",
+				ce.Setting, ce.Have, ce.Want)
+			s.app.changesOff.Store(&msg)
 			s.log.Error("realtime postgres_changes disabled: the database cannot replicate logically; start PostgreSQL with wal_level=logical", "error", err)
 			return nil
 		}
