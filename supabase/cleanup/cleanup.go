@@ -1,9 +1,10 @@
 // Package cleanup runs animesync's background sweeps inside the binary:
 // host liveness on a short ticker (a silent host hands over to the
 // earliest-joined online member, exactly as on a leave) and, on
-// CRON_SCHEDULE, removal of idle rooms, old sync states and expired
-// rate-limit and access-key bookkeeping. With several processes on one
-// database, each scheduled run happens in exactly one of them.
+// CRON_SCHEDULE, removal of idle rooms, old sync states, expired
+// rate-limit and access-key bookkeeping and broadcast rows past Supabase's
+// replay window. With several processes on one database, each scheduled
+// run happens in exactly one of them.
 package cleanup
 
 import (
@@ -250,12 +251,19 @@ type Report struct {
 	SyncStates        int64 `json:"sync_states"`
 	RateLimitHits     int64 `json:"rate_limit_hits"`
 	AccessKeyAttempts int64 `json:"access_key_attempts"`
+	RealtimeMessages  int64 `json:"realtime_messages"`
 }
+
+// RealtimeMessagesRetention is how long broadcast rows of realtime.messages
+// (realtime.send, the rooms trigger) are kept: Supabase's broadcast replay
+// retention, which it enforces by dropping daily partitions.
+const RealtimeMessagesRetention = 72 * time.Hour
 
 // SweepIdle deletes rooms idle for RoomIdleTimeout (no room activity and no
 // member seen in that time; their comments stay, with room_id null), sync
-// states older than SyncStateRetention, and rate-limit hits and wrong-key
-// attempts too old to count against any limit.
+// states older than SyncStateRetention, rate-limit hits and wrong-key
+// attempts too old to count against any limit, and realtime.messages rows
+// older than RealtimeMessagesRetention.
 func (s *Sweeper) SweepIdle(ctx context.Context) (r Report, err error) {
 	now := s.now()
 	// Rows are gone once each statement commits, so a sweep that fails
@@ -286,8 +294,16 @@ func (s *Sweeper) SweepIdle(ctx context.Context) (r Report, err error) {
 	if r.AccessKeyAttempts, err = s.deleteBatched(ctx, "animesync.access_key_attempts", "attempted_at", now.Add(-s.cfg.AccessKeyAttemptWindow-margin)); err != nil {
 		return r, err
 	}
+	// The migration's function deletes only from the unpartitioned table it
+	// created; on Supabase the table is partitioned and Supabase drops old
+	// partitions itself. Its cutoff is relative to the database's now(), so
+	// the interval is computed there from this sweeper's clock.
+	if err := s.pool.QueryRow(ctx, `select animesync.prune_realtime_messages(now() - $1::timestamptz)`,
+		now.Add(-RealtimeMessagesRetention)).Scan(&r.RealtimeMessages); err != nil {
+		return r, fmt.Errorf("cleanup: realtime.messages: %w", err)
+	}
 	s.log.Info("cleanup sweep", "rooms", r.Rooms, "sync_states", r.SyncStates,
-		"rate_limit_hits", r.RateLimitHits, "access_key_attempts", r.AccessKeyAttempts)
+		"rate_limit_hits", r.RateLimitHits, "access_key_attempts", r.AccessKeyAttempts, "realtime_messages", r.RealtimeMessages)
 	return r, nil
 }
 
@@ -296,6 +312,7 @@ func (r Report) byKind() map[string]int64 {
 	return map[string]int64{
 		"rooms": r.Rooms, "sync_states": r.SyncStates,
 		"rate_limit_hits": r.RateLimitHits, "access_key_attempts": r.AccessKeyAttempts,
+		"realtime_messages": r.RealtimeMessages,
 	}
 }
 

@@ -5,8 +5,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/animesync/animesync/shared/metrics/metricstest"
 	"github.com/animesync/animesync/supabase/cleanup"
@@ -191,4 +194,46 @@ func TestBadCronScheduleStopsStartup(t *testing.T) {
 	if _, err := cleanup.New(api.DB.Pool, api.Config, slog.Default(), nil, nil); err == nil {
 		t.Fatal("a bad CRON_SCHEDULE was accepted")
 	}
+}
+
+func TestCleanupPrunesRealtimeMessages(t *testing.T) {
+	api := servertest.New(t)
+	sw := newSweeper(t, api)
+	ctx := context.Background()
+	// realtime.send stamps rows with now(); two more are backdated to just
+	// past and just within the 72 h Supabase keeps broadcasts for.
+	if _, err := api.DB.Pool.Exec(ctx, `
+		select realtime.send('{"n":1}', 'e', 'room:fresh', false);
+		insert into realtime.messages (topic, extension, payload, event, inserted_at) values
+			('room:old', 'broadcast', '{}', 'e', now() - interval '73 hours'),
+			('room:aging', 'broadcast', '{}', 'e', now() - interval '71 hours')`); err != nil {
+		t.Fatal(err)
+	}
+	topics := func() []string {
+		rows, err := api.DB.Pool.Query(ctx, `select topic from realtime.messages order by inserted_at`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	r, err := sw.SweepIdle(ctx)
+	if err != nil || r.RealtimeMessages != 1 {
+		t.Fatalf("removed %+v (%v), want the one row past 72 h", r, err)
+	}
+	if got := topics(); !slices.Equal(got, []string{"room:aging", "room:fresh"}) {
+		t.Fatalf("left %v", got)
+	}
+	// The cutoff follows the sweeper's clock, like every other.
+	api.Clock.Advance(2 * time.Hour)
+	if r, err = sw.SweepIdle(ctx); err != nil || r.RealtimeMessages != 1 {
+		t.Fatalf("two hours later removed %+v (%v)", r, err)
+	}
+	if got := topics(); !slices.Equal(got, []string{"room:fresh"}) {
+		t.Fatalf("left %v", got)
+	}
+	metricstest.Gather(t, api.Metrics.Registry()).Want(t, "animesync_cleanup_deleted_total", "{kind=realtime_messages}", 2)
 }
