@@ -1,10 +1,11 @@
 // postgres_changes as the platform's clients use them, from animesync's own
 // realtime server fed by logical replication: the seed's "follow the host"
-// subscription, member rows with old records, and a private room's rows
-// only for the holder of its realtime_token. Run by scripts/test.
+// subscription, member rows with old records, a private room's rows only for
+// the holder of its realtime_token, the "system" messages about the
+// subscription, and every filter operator family. Run by scripts/test.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { createClient } from '@supabase/supabase-js'
+import { createClient, postgresChangesFilter } from '@supabase/supabase-js'
 import WebSocket from 'ws'
 
 const url = process.env.SUPABASE_URL ?? 'http://127.0.0.1:54321'
@@ -116,4 +117,123 @@ test('a private room: anon subscribers get nothing, the token holder gets the ch
   assert.ok(seen, 'the token holder sees the private room change')
   assert.equal(await anonGot.waitFor(() => true, 1500), null, 'anon sees nothing of a private room')
   assert.ok(!JSON.stringify(holderGot.events).includes(key), 'the access key is in no payload')
+})
+
+// subscribeDb subscribes and resolves with the channel's first
+// postgres_changes system message: Supabase's word on the bindings.
+function subscribeDb (channel) {
+  const sys = collector()
+  channel.on('system', {}, (p) => sys.push(p))
+  return subscribe(channel).then(() => sys.waitFor((p) => p.extension === 'postgres_changes'))
+}
+
+test('system: "Subscribed to PostgreSQL" once the database accepted the bindings', async () => {
+  const sb = client()
+  const name = `sys${run}`
+  const msg = await subscribeDb(sb.channel(name)
+    .on('postgres_changes', { event: '*', schema: 'public', table: 'rooms', filter: `room_id=eq.none${run}` }, () => {}))
+  assert.deepEqual(msg, { message: 'Subscribed to PostgreSQL', status: 'ok', extension: 'postgres_changes', channel: name })
+})
+
+test('system: a filter without an operator is refused, and the channel stays joined', async () => {
+  const sb = client()
+  const name = `badfilter${run}`
+  const ch = sb.channel(name).on('postgres_changes', { event: '*', schema: 'public', table: 'rooms', filter: 'title=foo.bar' }, () => {})
+  const msg = await subscribeDb(ch)
+  assert.deepEqual(msg, { message: 'Error parsing `filter` params: ["foo", "bar"]', status: 'error', extension: 'postgres_changes', channel: name })
+  assert.equal(ch.state, 'joined', 'Supabase does not close the channel')
+  const unknown = await subscribeDb(sb.channel(`nocol${run}`)
+    .on('postgres_changes', { event: '*', schema: 'public', table: 'rooms', filter: 'nope=eq.1' }, () => {}))
+  assert.equal(unknown.status, 'error')
+  assert.match(unknown.message, /invalid column for filter nope$/)
+})
+
+// onChannel subscribes one channel with a binding (and collector) per
+// filter; INSERT or UPDATE events on public.rooms.
+async function onChannel (sb, name, event, filters) {
+  const got = filters.map(() => collector())
+  let ch = sb.channel(name)
+  filters.forEach((filter, i) => {
+    ch = ch.on('postgres_changes', { event, schema: 'public', table: 'rooms', filter }, (p) => got[i].push(p))
+  })
+  const msg = await subscribeDb(ch)
+  assert.equal(msg.status, 'ok', msg.message)
+  return got
+}
+
+const titles = (c) => c.events.map((p) => p.new.title)
+
+test('filters: like and ilike, negated with not.', async () => {
+  const sb = client()
+  const [like, ilike, notLike] = await onChannel(sb, `like${run}`, 'INSERT', [
+    postgresChangesFilter().like('title', `like ${run} A%`),
+    `title=ilike.%${run} ALPHA`,
+    postgresChangesFilter().like('title', `like ${run} %`).not('title', 'like', '%Alpha'),
+  ])
+  await newRoom(sb, `lb${run}`, { title: `like ${run} beta` })
+  await newRoom(sb, `la${run}`, { title: `like ${run} Alpha` })
+  assert.ok(await like.waitFor((p) => p.new.title.endsWith('Alpha')), 'like')
+  assert.ok(await ilike.waitFor((p) => p.new.title.endsWith('Alpha')), 'ilike folds case')
+  assert.ok(await notLike.waitFor((p) => p.new.title.endsWith('beta')), 'not.like')
+  // Changes arrive in commit order: beta before Alpha.
+  assert.deepEqual(titles(like), [`like ${run} Alpha`])
+  assert.deepEqual(titles(ilike), [`like ${run} Alpha`])
+  assert.deepEqual(titles(notLike), [`like ${run} beta`])
+})
+
+test('filters: match and imatch (regular expressions), negated with not.', async () => {
+  const sb = client()
+  const [match, imatch, notMatch] = await onChannel(sb, `match${run}`, 'INSERT', [
+    postgresChangesFilter().match('title', `^re ${run} [A-Z]`),
+    `title=imatch.^RE ${run} B`,
+    `title=match.^re ${run} ,title=not.match.[A-Z]`,
+  ])
+  await newRoom(sb, `mb${run}`, { title: `re ${run} beta` })
+  await newRoom(sb, `ma${run}`, { title: `re ${run} Alpha` })
+  assert.ok(await match.waitFor((p) => p.new.title.endsWith('Alpha')), 'match')
+  assert.deepEqual(titles(match), [`re ${run} Alpha`])
+  assert.deepEqual(titles(imatch), [`re ${run} beta`])
+  assert.deepEqual(titles(notMatch), [`re ${run} beta`])
+})
+
+test('filters: is null / true and their negations', async () => {
+  const sb = client()
+  const host = `is${run}`
+  const { room } = await newRoom(sb, host)
+  const id = room.room_id
+  const [playing, notPlaying, scheduled, unscheduled] = await onChannel(sb, `is${run}`, 'UPDATE', [
+    postgresChangesFilter().eq('room_id', id).is('is_playing', true),
+    `room_id=eq.${id},is_playing=not.is.true`,
+    postgresChangesFilter().eq('room_id', id).not('execute_at', 'is', null),
+    `room_id=eq.${id},execute_at=is.null`,
+  ])
+  await invoke(sb, 'sync-control', { room_id: id, user_id: host, action: 'play', current_time: 1 })
+  assert.ok(await playing.waitFor((p) => p.new.sync_version === 1), 'is.true')
+  await new Promise((resolve) => setTimeout(resolve, 600)) // sync-control allows 2 per second
+  await invoke(sb, 'sync-control', { room_id: id, user_id: host, action: 'pause', current_time: 2 })
+  assert.ok(await notPlaying.waitFor((p) => p.new.sync_version === 2), 'not.is.true')
+  assert.ok(await scheduled.waitFor((p) => p.new.sync_version === 2), 'not.is.null')
+  assert.deepEqual(playing.events.map((p) => p.new.sync_version), [1])
+  assert.deepEqual(notPlaying.events.map((p) => p.new.sync_version), [2])
+  assert.deepEqual(scheduled.events.map((p) => p.new.sync_version), [1, 2])
+  assert.deepEqual(unscheduled.events, [], 'execute_at is set by every host action')
+})
+
+test('filters: isdistinct and not.in', async () => {
+  const sb = client()
+  const host = `di${run}`
+  const { room } = await newRoom(sb, host)
+  const other = (await newRoom(sb, `do${run}`)).room
+  const id = room.room_id
+  const [distinct, notDistinct, notIn] = await onChannel(sb, `distinct${run}`, 'UPDATE', [
+    postgresChangesFilter().eq('room_id', id).isDistinct('current_time', 0),
+    `room_id=eq.${id},current_time=not.isdistinct.5`,
+    postgresChangesFilter().in('room_id', [id, other.room_id]).not('room_id', 'in', [other.room_id]),
+  ])
+  await invoke(sb, 'sync-control', { room_id: other.room_id, user_id: `do${run}`, action: 'seek', current_time: 9 })
+  await invoke(sb, 'sync-control', { room_id: id, user_id: host, action: 'seek', current_time: 5 })
+  assert.ok(await notDistinct.waitFor((p) => p.new.current_time === 5), 'not.isdistinct')
+  assert.ok(await notIn.waitFor((p) => p.new.current_time === 5), 'not.in')
+  assert.deepEqual(distinct.events.map((p) => p.new.current_time), [5])
+  assert.deepEqual(notIn.events.map((p) => p.new.room_id), [id], 'the other room is excluded')
 })
