@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/animesync/animesync/supabase/replication"
 )
@@ -22,14 +25,40 @@ import (
 // table each filter must name a column the role may select, with an operand
 // that suits the column's type. Nothing is stored: animesync matches
 // changes in Go, so the database only answers questions.
+//
+// Joins come in storms (a room's members all subscribe to the same
+// binding after a reconnect), and the pool is the functions' too. So a
+// verdict is cached per (role, binding) for ValidatorTTL, identical checks
+// in flight are made once, and at most validatorConns run at a time.
 type Validator struct {
 	pool        *pgxpool.Pool
 	publication string
+	ttl         time.Duration
+	sem         chan struct{}
+	flight      singleflight.Group
+
+	mu      sync.Mutex
+	verdict map[string]verdict
 }
+
+type verdict struct {
+	err error // nil or *RefusedError
+	at  time.Time
+}
+
+// ValidatorTTL is how long a verdict is reused, like the Checker's policy
+// cache: a table added to the publication is accepted within that time.
+const ValidatorTTL = 30 * time.Second
+
+const (
+	validatorConns    = 2
+	validatorMaxCache = 4096
+)
 
 // NewValidator checks subscriptions in the database pool reaches.
 func NewValidator(pool *pgxpool.Pool) *Validator {
-	return &Validator{pool: pool, publication: replication.PublicationChanges}
+	return &Validator{pool: pool, publication: replication.PublicationChanges, ttl: ValidatorTTL,
+		sem: make(chan struct{}, validatorConns), verdict: map[string]verdict{}}
 }
 
 // RefusedError is a subscription Supabase would refuse. Message is the text
@@ -43,17 +72,79 @@ func (e *RefusedError) Error() string { return e.Message }
 // a *RefusedError. Any other error is the database failing (unreachable,
 // timed out): worth retrying.
 func (v *Validator) Validate(ctx context.Context, role string, subs []Subscription) error {
+	for i := range subs {
+		if err := v.validateOne(ctx, role, &subs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateOne answers from the cache, or joins or starts the check of
+// this (role, binding). A shared check outlives a caller that gives up
+// (its deadline still applies), so the others are not failed with it.
+func (v *Validator) validateOne(ctx context.Context, role string, s *Subscription) error {
+	key := role + "\x00" + s.logParams()
+	v.mu.Lock()
+	vd, ok := v.verdict[key]
+	v.mu.Unlock()
+	if ok && time.Since(vd.at) < v.ttl {
+		return vd.err
+	}
+	ch := v.flight.DoChan(key, func() (any, error) {
+		fctx := context.WithoutCancel(ctx)
+		if dl, ok := ctx.Deadline(); ok {
+			var cancel context.CancelFunc
+			fctx, cancel = context.WithDeadline(fctx, dl)
+			defer cancel()
+		}
+		err := v.check(fctx, role, s)
+		var refused *RefusedError
+		if err == nil || errors.As(err, &refused) {
+			v.remember(key, err)
+		}
+		return nil, err
+	})
+	select {
+	case res := <-ch:
+		return res.Err
+	case <-ctx.Done():
+		return fmt.Errorf("postgres_changes: validate subscription: %w", ctx.Err())
+	}
+}
+
+func (v *Validator) remember(key string, err error) {
+	now := time.Now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.verdict) >= validatorMaxCache {
+		for k, vd := range v.verdict {
+			if now.Sub(vd.at) >= v.ttl {
+				delete(v.verdict, k)
+			}
+		}
+		if len(v.verdict) >= validatorMaxCache {
+			clear(v.verdict)
+		}
+	}
+	v.verdict[key] = verdict{err: err, at: now}
+}
+
+// check runs one binding's checks on a connection of its own, at most
+// validatorConns at a time.
+func (v *Validator) check(ctx context.Context, role string, s *Subscription) error {
+	select {
+	case v.sem <- struct{}{}:
+		defer func() { <-v.sem }()
+	case <-ctx.Done():
+		return fmt.Errorf("postgres_changes: validate subscription: %w", ctx.Err())
+	}
 	conn, err := v.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres_changes: validate subscription: %w", err)
 	}
 	defer conn.Release()
-	for i := range subs {
-		if err := v.validate(ctx, conn.Conn(), role, &subs[i]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return v.validate(ctx, conn.Conn(), role, s)
 }
 
 // relColumn is one column of a published table as role sees it.

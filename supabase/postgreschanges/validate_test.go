@@ -128,3 +128,45 @@ func TestValidatorDatabaseFailureIsNotARefusal(t *testing.T) {
 		t.Fatalf("timed-out check: %v, want a retryable error", err)
 	}
 }
+
+func TestValidatorReusesVerdicts(t *testing.T) {
+	db := dbtest.New(t)
+	v := postgreschanges.NewValidator(db.Pool)
+	ctx := context.Background()
+	parse := func(p postgreschanges.Params) []postgreschanges.Subscription {
+		s, err := postgreschanges.Parse(p, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []postgreschanges.Subscription{s}
+	}
+	ok := parse(postgreschanges.Params{Event: "UPDATE", Schema: "public", Table: "rooms", Filter: "room_id=eq.abcdefghij"})
+	bad := parse(postgreschanges.Params{Schema: "public", Table: "nope"})
+	var refused *postgreschanges.RefusedError
+	if err := v.Validate(ctx, "anon", ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Validate(ctx, "anon", bad); !errors.As(err, &refused) {
+		t.Fatalf("bad binding: %v", err)
+	}
+	// With the database gone, both verdicts still stand; anything not
+	// checked before (another binding, another role) is a retryable error.
+	db.Pool.Close()
+	if err := v.Validate(ctx, "anon", ok); err != nil {
+		t.Fatalf("cached acceptance: %v", err)
+	}
+	if err := v.Validate(ctx, "anon", bad); !errors.As(err, &refused) {
+		t.Fatalf("cached refusal: %v", err)
+	}
+	for _, c := range []struct {
+		role string
+		subs []postgreschanges.Subscription
+	}{
+		{"authenticated", ok},
+		{"anon", parse(postgreschanges.Params{Event: "UPDATE", Schema: "public", Table: "rooms", Filter: "room_id=eq.other"})},
+	} {
+		if err := v.Validate(ctx, c.role, c.subs); err == nil || errors.As(err, &refused) {
+			t.Fatalf("%s, unchecked binding without a database: %v", c.role, err)
+		}
+	}
+}
