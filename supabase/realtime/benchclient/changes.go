@@ -100,7 +100,9 @@ func changes(addr string, nsubs, actions int, gap time.Duration) error {
 					break
 				}
 				now := time.Now()
-				if typ != websocket.MessageText || !bytes.Contains(data, []byte(`"postgres_changes"`)) {
+				// The event itself, not the "Subscribed to PostgreSQL" system
+				// frame's "extension":"postgres_changes".
+				if typ != websocket.MessageText || !bytes.Contains(data, []byte(`,"postgres_changes",`)) {
 					continue
 				}
 				local = append(local, arrival{now, data})
