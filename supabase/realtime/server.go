@@ -23,6 +23,7 @@ import (
 
 	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
+	"github.com/animesync/animesync/supabase/realtime/cluster"
 )
 
 // Options configures a Server.
@@ -31,6 +32,9 @@ type Options struct {
 	Config   *config.Config // limits: RealtimeMaxEventsPerSec and Realtime
 	Logger   *slog.Logger   // nil: slog.Default()
 	Presence PresenceSink   // may be nil
+	// Cluster relays broadcast and presence to the other processes on the
+	// same database (cluster.go); nil: this process is alone.
+	Cluster *cluster.Bus
 }
 
 // Server is the Realtime server. Create it with New, mount it with
@@ -43,8 +47,9 @@ type Server struct {
 	pg       pgChannels
 	now      func() time.Time
 
-	hub   *hub
-	sinkQ chan presenceEvent
+	hub     *hub
+	sinkQ   chan presenceEvent
+	cluster *clusterRelay // nil when off
 
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
@@ -121,7 +126,7 @@ func New(opts Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{
+	s := &Server{
 		verifier: opts.Verifier,
 		limits:   limitsFrom(opts.Config),
 		log:      log,
@@ -131,6 +136,10 @@ func New(opts Options) *Server {
 		sinkQ:    make(chan presenceEvent, sinkQueueSize),
 		conns:    make(map[*conn]struct{}),
 	}
+	if opts.Cluster != nil {
+		s.cluster = newClusterRelay(s, opts.Cluster)
+	}
+	return s
 }
 
 // Register mounts the socket and the broadcast REST endpoints on e. The
@@ -267,12 +276,15 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(sinkDone)
 		s.runSink(ctx)
 	}()
+	s.cluster.start(ctx)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			s.cluster.goodbye()
 			s.shutdown()
+			s.cluster.stop()
 			<-sinkDone
 			return nil
 		case <-tick.C:
