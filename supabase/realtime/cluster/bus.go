@@ -36,9 +36,10 @@ const (
 	batchSize    = 256
 	relayKeep    = time.Minute // a large message's row outlives its notification by this much
 	pruneEvery   = 30 * time.Second
+	sendTimeout  = 5 * time.Second
 	drainTimeout = 2 * time.Second
 	minBackoff   = 100 * time.Millisecond
-	maxBackoff   = 5 * time.Second
+	maxBackoff   = 2 * time.Second
 	// echoTimeout: a node hears its own notifications too; when what it
 	// published has not come back on its LISTEN connection for this long,
 	// that connection is dead without having noticed (a half-open TCP
@@ -163,7 +164,11 @@ func (b *Bus) publishLoop(ctx context.Context) {
 		select {
 		case m := <-b.queue:
 			batch = b.fill(append(batch[:0], m))
-			err := b.send(ctx, batch)
+			// Not cut short by ctx: a goodbye queued just before the end
+			// must still go out.
+			sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
+			err := b.send(sendCtx, batch)
+			cancel()
 			down.report(b.log, err, len(batch))
 		case <-ctx.Done():
 			drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
@@ -409,7 +414,7 @@ func (d *downLog) report(log *slog.Logger, err error, lost int) {
 	case err != nil:
 		d.lost += lost
 	case !d.since.IsZero():
-		args := []any{"after", time.Since(d.since).Round(time.Millisecond)}
+		args := []any{"after", time.Since(d.since).Round(time.Millisecond).String()}
 		if d.lost > 0 {
 			args = append(args, "messages_lost", d.lost)
 		}
