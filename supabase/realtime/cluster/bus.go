@@ -391,12 +391,16 @@ func (b *Bus) prune(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := b.pool.Exec(ctx, `delete from animesync.realtime_relay where created_at < now() - $1::interval`,
-				relayKeep.String()); err != nil && ctx.Err() == nil {
+			if err := b.pruneOnce(ctx, relayKeep); err != nil && ctx.Err() == nil {
 				b.log.Debug("cluster: prune relay rows", "error", err)
 			}
 		}
 	}
+}
+
+func (b *Bus) pruneOnce(ctx context.Context, keep time.Duration) error {
+	_, err := b.pool.Exec(ctx, `delete from animesync.realtime_relay where created_at < now() - make_interval(secs => $1)`, keep.Seconds())
+	return err
 }
 
 // downLog logs an outage once when it starts and once when it ends.

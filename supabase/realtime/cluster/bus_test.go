@@ -126,6 +126,16 @@ func TestBusDeliversInOrderAcrossSizesAndEncodings(t *testing.T) {
 	if rows != 2 {
 		t.Fatalf("%d relay rows, want 2 (the two messages over the notification limit)", rows)
 	}
+	ctx := context.Background()
+	if _, err := db.Pool.Exec(ctx, `update animesync.realtime_relay set created_at = now() - interval '2 minutes' where id = 'nodea-1'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.pruneOnce(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Pool.QueryRow(ctx, `select count(*) from animesync.realtime_relay`).Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("%d relay rows after pruning the older one (%v)", rows, err)
+	}
 }
 
 func TestBusReconnectsAfterTheListenerIsKilled(t *testing.T) {
