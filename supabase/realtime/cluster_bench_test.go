@@ -1,8 +1,14 @@
 package realtime
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"testing"
+
+	"github.com/animesync/animesync/shared/dbtest"
+	"github.com/animesync/animesync/supabase/realtime/cluster"
 )
 
 // BenchmarkLocalBroadcast measures what a client's broadcast costs its
@@ -14,6 +20,25 @@ func BenchmarkLocalBroadcast(b *testing.B) {
 	for _, n := range []int{1, 100} {
 		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
 			benchLocalBroadcast(b, New(Options{}), n)
+		})
+	}
+	// The same with the relay running on a real database, which also
+	// publishes every broadcast to the (absent) peers. The loop outruns
+	// PostgreSQL, so most messages meet a full queue and are dropped: the
+	// figure is the caller's cost, not the relay's throughput.
+	for _, n := range []int{1, 100} {
+		b.Run(fmt.Sprintf("cluster/subs=%d", n), func(b *testing.B) {
+			if dbtest.AdminURL() == "" {
+				b.Skip("TEST_DATABASE_URL is not set")
+			}
+			db := dbtest.New(b)
+			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+			s := New(Options{Logger: quiet, Cluster: cluster.New(db.Pool, cluster.Options{Logger: quiet})})
+			ctx, cancel := context.WithCancel(context.Background())
+			s.cluster.start(ctx)
+			defer s.cluster.stop()
+			defer cancel()
+			benchLocalBroadcast(b, s, n)
 		})
 	}
 }

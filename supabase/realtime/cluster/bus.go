@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -163,6 +164,11 @@ func (b *Bus) publishLoop(ctx context.Context) {
 	for {
 		select {
 		case m := <-b.queue:
+			// Publish woke this goroutine last, so the scheduler would run
+			// it next, before the socket writers the same broadcast woke:
+			// yield to them, the local fan-out comes first. (It also lets
+			// a burst collect into one batch.)
+			runtime.Gosched()
 			batch = b.fill(append(batch[:0], m))
 			// Not cut short by ctx: a goodbye queued just before the end
 			// must still go out.
