@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -89,6 +90,7 @@ type Bus struct {
 	utf8 atomic.Bool
 
 	// echo is the LISTEN connection's watchdog state.
+	echoTimeout  time.Duration
 	echoMu       sync.Mutex
 	sent, echoed uint64
 	stalledSince time.Time
@@ -102,6 +104,8 @@ func New(pool *pgxpool.Pool, opts Options) *Bus {
 		channel: opts.Channel,
 		log:     opts.Logger,
 		queue:   make(chan Message, queueSize),
+
+		echoTimeout: echoTimeout,
 	}
 	if b.node == "" {
 		b.node = NewNodeID()
@@ -303,7 +307,7 @@ func (b *Bus) listenOnce(ctx context.Context, h Handler, down *downLog) (connect
 		n, err := conn.WaitForNotification(connCtx)
 		if err != nil {
 			if ctx.Err() == nil && connCtx.Err() != nil {
-				err = fmt.Errorf("no echo of this node's notifications for %s", echoTimeout)
+				err = errors.New("its own notifications stopped coming back on it")
 			}
 			return true, fmt.Errorf("wait for notification: %w", err)
 		}
@@ -314,7 +318,9 @@ func (b *Bus) listenOnce(ctx context.Context, h Handler, down *downLog) (connect
 // watchEcho cancels the connection when this node's own notifications
 // stop coming back on it.
 func (b *Bus) watchEcho(ctx context.Context, cancel context.CancelFunc) (stop func()) {
-	t := time.NewTicker(time.Second)
+	b.echoMu.Lock()
+	t := time.NewTicker(min(time.Second, b.echoTimeout/2))
+	b.echoMu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		defer t.Stop()
@@ -331,7 +337,7 @@ func (b *Bus) watchEcho(ctx context.Context, cancel context.CancelFunc) (stop fu
 					b.stalledSince = time.Time{}
 				case b.stalledSince.IsZero():
 					b.stalledSince = now
-				case now.Sub(b.stalledSince) > echoTimeout:
+				case now.Sub(b.stalledSince) > b.echoTimeout:
 					cancel()
 				}
 				b.echoMu.Unlock()

@@ -157,6 +157,29 @@ func TestBusReconnectsAfterTheListenerIsKilled(t *testing.T) {
 	})
 }
 
+// A LISTEN connection that stops delivering this node's own notifications
+// is replaced, though it never reported an error.
+func TestBusReplacesAListenerThatHearsNoEcho(t *testing.T) {
+	db := dbtest.New(t)
+	a, ra := startBus(t, db, "nodea")
+	a.echoMu.Lock()
+	a.echoTimeout = 100 * time.Millisecond
+	a.sent = a.echoed + 1_000_000 // published, as far as the watchdog knows, and never heard back
+	a.echoMu.Unlock()
+	ra.waitUntil(t, "a second Listening", func(_ []string, l int) bool { return l == 2 })
+	// Once its notifications echo again, the new connection stays.
+	a.echoMu.Lock()
+	a.sent = a.echoed
+	a.echoMu.Unlock()
+	a.Publish(raw("ping"))
+	time.Sleep(500 * time.Millisecond)
+	ra.mu.Lock()
+	defer ra.mu.Unlock()
+	if ra.listening != 2 {
+		t.Fatalf("listener replaced %d times, want once", ra.listening-1)
+	}
+}
+
 func TestWireRoundTrip(t *testing.T) {
 	var p packer
 	p.reset("n 1 ")
