@@ -312,6 +312,10 @@ func (b *Bus) listenOnce(ctx context.Context, h Handler, down *downLog) (connect
 			return true, fmt.Errorf("wait for notification: %w", err)
 		}
 		b.receive(connCtx, h, n.Payload)
+		// A burst arrives as notifications already buffered, so this loop
+		// does not block: yield between them, so that the socket writers
+		// it woke drain their queues while more arrive.
+		runtime.Gosched()
 	}
 }
 
