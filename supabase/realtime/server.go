@@ -47,8 +47,9 @@ type Server struct {
 	pg       pgChannels
 	now      func() time.Time
 
-	hub     *hub
-	sinkQ   chan presenceEvent
+	hub   *hub
+	sinkQ chan presenceEvent
+
 	cluster *clusterRelay // nil when off
 
 	mu     sync.Mutex
@@ -267,9 +268,10 @@ func (s *Server) snapshotConns() []*conn {
 }
 
 // Run does the background work until ctx is done: the janitor (idle
-// sockets, sockets without channels, expired channel tokens) and the
-// presence sink. Then it closes every socket with 1012 (service restart),
-// after which clients reconnect elsewhere or later, and returns nil.
+// sockets, sockets without channels, expired channel tokens), the
+// presence sink and the cluster relay. Then it says goodbye to the
+// cluster, closes every socket with 1012 (service restart), after which
+// clients reconnect elsewhere or later, and returns nil.
 func (s *Server) Run(ctx context.Context) error {
 	sinkDone := make(chan struct{})
 	go func() {
