@@ -92,6 +92,7 @@ type Config struct {
 	CronSchedule              string
 	RealtimeMaxEventsPerSec   int
 	Realtime                  RealtimeLimits
+	RealtimeCluster           bool // relay realtime between the processes on the database (embedded mode)
 	RoomIdleTimeout           time.Duration
 	SyncStateRetention        time.Duration
 	SyncTolerance             time.Duration
@@ -141,6 +142,7 @@ func FromEnv(getenv func(string) string) (*Config, error) {
 
 		CronSchedule:              r.str("CRON_SCHEDULE", "0 2 * * *"),
 		RealtimeMaxEventsPerSec:   r.integer("REALTIME_MAX_EVENTS_PER_SECOND", 10),
+		RealtimeCluster:           r.boolean("REALTIME_CLUSTER", true),
 		RoomIdleTimeout:           r.duration("ROOM_IDLE_TIMEOUT", 24*time.Hour),
 		SyncStateRetention:        r.duration("SYNC_STATE_RETENTION", 6*time.Hour),
 		SyncTolerance:             r.duration("SYNC_TOLERANCE", 2*time.Second),

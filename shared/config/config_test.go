@@ -15,7 +15,8 @@ func TestDefaultsAreThePlatformsAndUseDevKeys(t *testing.T) {
 	}
 	if c.Port != 54321 || c.CronSchedule != "0 2 * * *" || c.RealtimeMaxEventsPerSec != 10 ||
 		c.RoomIdleTimeout != 24*time.Hour || c.SyncStateRetention != 6*time.Hour || c.SyncTolerance != 2*time.Second ||
-		c.PresenceInterval != 3*time.Second || c.SyncLeadTime != 300*time.Millisecond || c.CORSAllowOrigin != "*" {
+		c.PresenceInterval != 3*time.Second || c.SyncLeadTime != 300*time.Millisecond || c.CORSAllowOrigin != "*" ||
+		!c.RealtimeCluster {
 		t.Errorf("defaults: %+v", c)
 	}
 	if c.SyncControlLimit != (Limit{2, time.Second}) || c.RoomCreationLimit != (Limit{10, time.Hour}) ||

@@ -94,6 +94,7 @@ func (c *conn) broadcast(ch *channel, m Message) {
 	if ch.t != nil {
 		ch.t.deliver(out, except, false)
 	}
+	c.srv.relayBroadcast(ch.private, out)
 	if ch.ack {
 		c.sendText(m.JoinRef, m.Ref, m.Topic, "phx_reply", replyOK)
 	}

@@ -39,6 +39,8 @@ type topic struct {
 	mu       sync.Mutex
 	presence map[*channel]*presenceEntry
 	seq      uint64
+	// remote holds other nodes' presences by phx_ref (cluster_presence.go).
+	remote map[string]*presenceEntry
 }
 
 func newHub() *hub {
@@ -114,7 +116,7 @@ func (h *hub) unsubscribe(ch *channel) {
 		next = append(next, old[i+1:]...)
 		t.subs.Store(&next)
 	}
-	empty := len(*t.subs.Load()) == 0 && len(t.presence) == 0
+	empty := len(*t.subs.Load()) == 0 && len(t.presence) == 0 && len(t.remote) == 0
 	t.mu.Unlock()
 	if empty && sh.topics[t.key] == t {
 		delete(sh.topics, t.key)

@@ -60,8 +60,11 @@ func (e *presenceEntry) metaJSON(prevRef string) []byte {
 // presenceStateLocked renders {key: {metas: [...]}} for every tracked
 // presence of the topic, in tracking order. t.mu is held.
 func (t *topic) presenceStateLocked() []byte {
-	entries := make([]*presenceEntry, 0, len(t.presence))
+	entries := make([]*presenceEntry, 0, len(t.presence)+len(t.remote))
 	for _, e := range t.presence {
+		entries = append(entries, e)
+	}
+	for _, e := range t.remote {
 		entries = append(entries, e)
 	}
 	slices.SortFunc(entries, func(a, b *presenceEntry) int { return int(a.seq) - int(b.seq) })
@@ -127,6 +130,9 @@ func (t *topic) track(ch *channel, meta map[string]any, canon []byte) bool {
 		leave, prev = old.metaJSON(""), old.ref
 	}
 	t.deliver(newTextOutbound(t.name, "presence_diff", diffPayload(e.key, e.metaJSON(prev), leave)), nil, true)
+	if r := ch.conn.srv.cluster; r != nil {
+		r.tracked(t, e, prev)
+	}
 	return true
 }
 
@@ -138,6 +144,9 @@ func (t *topic) untrackLocked(ch *channel) *presenceEntry {
 	}
 	delete(t.presence, ch)
 	t.deliver(newTextOutbound(t.name, "presence_diff", diffPayload(old.key, nil, old.metaJSON(""))), nil, true)
+	if r := ch.conn.srv.cluster; r != nil {
+		r.untracked(t, old)
+	}
 	// The key is gone only when no other channel tracks it (one user in
 	// two tabs is one member).
 	for _, e := range t.presence {

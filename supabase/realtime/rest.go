@@ -93,8 +93,9 @@ func (s *Server) batchBroadcast(c echo.Context) error {
 		if m.ID != "" {
 			meta, _ = json.Marshal(map[string]string{"id": m.ID})
 		}
-		payload := broadcastJSON(m.Event, m.Payload, meta)
-		s.hub.publish(topicKey(m.Private, m.Topic), newTextOutbound(topicPrefix+m.Topic, "broadcast", payload), nil)
+		out := newTextOutbound(topicPrefix+m.Topic, "broadcast", broadcastJSON(m.Event, m.Payload, meta))
+		s.hub.publish(topicKey(m.Private, m.Topic), out, nil)
+		s.relayBroadcast(m.Private, out)
 	}
 	return c.NoContent(http.StatusAccepted)
 }
@@ -135,6 +136,8 @@ func (s *Server) singleBroadcast(c echo.Context) error {
 			return restError(c, http.StatusUnprocessableEntity, "payload is not valid JSON")
 		}
 	}
-	s.Publish(BroadcastMessage{Topic: topic, Event: event, Payload: body, Binary: binary, Private: private})
+	out := newUserBroadcast(topicPrefix+topic, &UserBroadcast{Event: event, Payload: body, Binary: binary})
+	s.hub.publish(topicKey(private, topic), out, nil)
+	s.relayBroadcast(private, out)
 	return c.NoContent(http.StatusAccepted)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/shared/metrics"
+	"github.com/animesync/animesync/supabase/realtime/cluster"
 )
 
 // Options configures a Server.
@@ -40,6 +41,9 @@ type Options struct {
 	// Replication reports whether database changes stream, for
 	// "Subscribed to PostgreSQL" and replication_ready; nil means always.
 	Replication func() ReplicationState
+	// Cluster relays broadcast and presence to the other processes on the
+	// same database (cluster.go); nil: this process is alone.
+	Cluster *cluster.Bus
 }
 
 // Server is the Realtime server. Create it with New, mount it with
@@ -58,6 +62,8 @@ type Server struct {
 
 	hub   *hub
 	sinkQ chan presenceEvent
+
+	cluster *clusterRelay // nil when off
 
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
@@ -142,7 +148,7 @@ func New(opts Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{
+	s := &Server{
 		verifier: opts.Verifier,
 		limits:   limitsFrom(opts.Config),
 		log:      log,
@@ -156,6 +162,10 @@ func New(opts Options) *Server {
 		subscriptions: opts.Subscriptions,
 		replication:   opts.Replication,
 	}
+	if opts.Cluster != nil {
+		s.cluster = newClusterRelay(s, opts.Cluster)
+	}
+	return s
 }
 
 // Register mounts the socket and the broadcast REST endpoints on e. The
@@ -285,21 +295,25 @@ func (s *Server) snapshotConns() []*conn {
 }
 
 // Run does the background work until ctx is done: the janitor (idle
-// sockets, sockets without channels, expired channel tokens) and the
-// presence sink. Then it closes every socket with 1012 (service restart),
-// after which clients reconnect elsewhere or later, and returns nil.
+// sockets, sockets without channels, expired channel tokens), the
+// presence sink and the cluster relay. Then it says goodbye to the
+// cluster, closes every socket with 1012 (service restart), after which
+// clients reconnect elsewhere or later, and returns nil.
 func (s *Server) Run(ctx context.Context) error {
 	sinkDone := make(chan struct{})
 	go func() {
 		defer close(sinkDone)
 		s.runSink(ctx)
 	}()
+	s.cluster.start(ctx)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			s.cluster.goodbye()
 			s.shutdown()
+			s.cluster.stop()
 			<-sinkDone
 			return nil
 		case <-tick.C:

@@ -29,6 +29,7 @@ import (
 	"github.com/animesync/animesync/supabase/gateway"
 	"github.com/animesync/animesync/supabase/postgreschanges"
 	"github.com/animesync/animesync/supabase/realtime"
+	"github.com/animesync/animesync/supabase/realtime/cluster"
 	"github.com/animesync/animesync/supabase/replication"
 	"github.com/animesync/animesync/supabase/upstream"
 )
@@ -173,13 +174,13 @@ func NewApp(c Components) *App {
 	if c.Upstream == nil {
 		app.Presence = functions.NewPresenceReports(deps)
 		opts := realtime.Options{Verifier: c.Verifier, Config: c.Config, Logger: c.Logger, Presence: app.Presence,
-			Metrics: c.Metrics, Replication: app.replicationState}
+			Metrics: c.Metrics, Replication: app.replicationState, Cluster: newClusterBus(c)}
 		if c.Pool != nil {
 			opts.Subscriptions = postgreschanges.NewValidator(c.Pool)
 		}
 		app.Realtime = realtime.New(opts)
 		health.Realtime = func() any {
-			rep := realtimeHealth{Status: "ok", Stats: app.Realtime.Stats()}
+			rep := realtimeHealth{Status: "ok", Stats: app.Realtime.Stats(), Cluster: app.Realtime.ClusterStatus()}
 			if c := app.changes.Load(); c != nil {
 				st := c.Status()
 				rep.Replication = &st
@@ -209,6 +210,17 @@ type realtimeHealth struct {
 	realtime.Stats
 	// Replication is the postgres_changes feed: connected, slot, lag.
 	Replication *replication.Status `json:"replication,omitempty"`
+	// Cluster is the relay to the other processes on the database.
+	Cluster *realtime.ClusterStatus `json:"cluster,omitempty"`
+}
+
+// newClusterBus joins the realtime servers of all processes on the
+// database (REALTIME_CLUSTER, on by default); nil leaves this one alone.
+func newClusterBus(c Components) *cluster.Bus {
+	if c.Pool == nil || c.Config == nil || !c.Config.RealtimeCluster {
+		return nil
+	}
+	return cluster.New(c.Pool, cluster.Options{Logger: c.Logger})
 }
 
 // NewRouter builds the HTTP router from its parts; tests use it with a

@@ -30,6 +30,7 @@ const devAnonKey = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1
 func main() {
 	var (
 		addr      = flag.String("addr", "127.0.0.1:24329", "server host:port")
+		pubAddr   = flag.String("pub-addr", "", "fanout: the publisher's server, when another node of the subscribers' cluster")
 		mode      = flag.String("mode", "fanout", "fanout, idle or changes")
 		subs      = flag.Int("subs", 100, "fanout: subscribers of the channel")
 		rate      = flag.Int("rate", 50, "fanout: messages per second in the latency phase")
@@ -42,10 +43,14 @@ func main() {
 	)
 	flag.Parse()
 	url := fmt.Sprintf("ws://%s/realtime/v1/websocket?apikey=%s&vsn=2.0.0", *addr, devAnonKey)
+	pubURL := url
+	if *pubAddr != "" {
+		pubURL = fmt.Sprintf("ws://%s/realtime/v1/websocket?apikey=%s&vsn=2.0.0", *pubAddr, devAnonKey)
+	}
 	var err error
 	switch *mode {
 	case "fanout":
-		err = fanout(url, *subs, *rate, *dur, *burst)
+		err = fanout(url, pubURL, *subs, *rate, *dur, *burst)
 	case "idle":
 		err = idle(url, *conns, *serverPID)
 	case "changes":
@@ -121,7 +126,7 @@ func sentAt(frame []byte) (time.Time, bool) {
 	return time.Unix(0, n), true
 }
 
-func fanout(url string, nsubs, rate int, dur time.Duration, burst int) error {
+func fanout(url, pubURL string, nsubs, rate int, dur time.Duration, burst int) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	topic := fmt.Sprintf("bench-%d", time.Now().UnixNano())
@@ -133,7 +138,7 @@ func fanout(url string, nsubs, rate int, dur time.Duration, burst int) error {
 		}
 		subs[i] = s
 	}
-	pub, err := dialJoin(ctx, url, topic)
+	pub, err := dialJoin(ctx, pubURL, topic)
 	if err != nil {
 		return fmt.Errorf("publisher: %w", err)
 	}
@@ -225,8 +230,12 @@ func fanout(url string, nsubs, rate int, dur time.Duration, burst int) error {
 	}
 	wg.Wait()
 	slices.Sort(latencies)
-	fmt.Printf("fanout subscribers=%d rate=%d/s messages=%d deliveries=%d p50=%s p99=%s max=%s | burst=%d delivered=%d/%d in %s = %.0f msgs/s delivered (%.0f publishes/s)\n",
-		nsubs, rate, n, len(latencies), pct(latencies, 50), pct(latencies, 99), pct(latencies, 100),
+	where := ""
+	if pubURL != url {
+		where = " (publisher on another node)"
+	}
+	fmt.Printf("fanout%s subscribers=%d rate=%d/s messages=%d deliveries=%d p50=%s p99=%s max=%s | burst=%d delivered=%d/%d in %s = %.0f msgs/s delivered (%.0f publishes/s)\n",
+		where, nsubs, rate, n, len(latencies), pct(latencies, 50), pct(latencies, 99), pct(latencies, 100),
 		burst, got, burstWant, elapsed.Round(time.Millisecond), float64(got)/elapsed.Seconds(), float64(burst)/elapsed.Seconds())
 	return err
 }

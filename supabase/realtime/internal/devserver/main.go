@@ -22,28 +22,44 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/animesync/animesync/migrations"
 	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
+	"github.com/animesync/animesync/shared/db"
 	"github.com/animesync/animesync/shared/metrics"
 	"github.com/animesync/animesync/supabase/realtime"
+	"github.com/animesync/animesync/supabase/realtime/cluster"
 )
 
 func main() {
 	port := flag.Int("port", 54321, "port on 127.0.0.1")
 	pprof := flag.Bool("pprof", false, "serve /debug/pprof (for the benchmark's memory breakdown)")
+	clusterDB := flag.String("cluster-db", "", "join the realtime cluster on this database (migrated here first), to measure the relay")
 	flag.Parse()
-	if err := run(*port, *pprof); err != nil {
+	if err := run(*port, *pprof, *clusterDB); err != nil {
 		fmt.Fprintln(os.Stderr, "devserver:", err)
 		os.Exit(1)
 	}
 }
 
-func run(port int, pprof bool) error {
+func run(port int, pprof bool, clusterDB string) error {
 	cfg, err := config.FromEnv(nil) // REALTIME_* limits from the environment
 	if err != nil {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	var bus *cluster.Bus
+	if clusterDB != "" {
+		pool, err := db.Open(context.Background(), clusterDB, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		if _, err := migrations.Up(context.Background(), db.SQLDB(pool), nil); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		bus = cluster.New(pool, cluster.Options{Logger: log})
+	}
 	rt := realtime.New(realtime.Options{
 		Verifier: auth.NewVerifier(auth.VerifierConfig{JWTSecret: cfg.JWTSecret, PublishableKey: cfg.PublishableKey, SecretKey: cfg.SecretKey}),
 		Config:   cfg,
@@ -51,6 +67,7 @@ func run(port int, pprof bool) error {
 		// Recorded as animesync serve always does, so the benchmarks
 		// that run this server measure the metrics' cost too.
 		Metrics: metrics.New(),
+		Cluster: bus,
 	})
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -58,7 +75,9 @@ func run(port int, pprof bool) error {
 	if pprof {
 		e.GET("/debug/pprof/*", echo.WrapHandler(http.DefaultServeMux))
 	}
-	e.GET("/health", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]any{"realtime": rt.Stats()}) })
+	e.GET("/health", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]any{"realtime": rt.Stats(), "cluster": rt.ClusterStatus()})
+	})
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,260 @@
+package realtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/animesync/animesync/supabase/realtime/cluster"
+)
+
+// clusterRelay joins this Server to the other animesync processes on the
+// same database (docs/REALTIME_ARCHITECTURE.md, "Cluster"): client
+// broadcasts go to every node, and presence is a light Phoenix Tracker:
+// each node owns its local presences, publishes their changes with a
+// per-node sequence number and a heartbeat, and keeps a replica of the
+// others' (cluster_presence.go).
+type clusterRelay struct {
+	srv  *Server
+	bus  *cluster.Bus
+	node string
+	log  *slog.Logger
+
+	cancel context.CancelFunc // ends the bus and the heartbeats
+	done   chan struct{}
+
+	heartbeat   time.Duration // how often this node says it is alive
+	peerTimeout time.Duration // a peer silent this long is gone
+	resyncAfter time.Duration // an unanswered sync request is repeated after this
+
+	// outMu orders this node's presence changes: their sequence numbers,
+	// the owned set a snapshot is made of, and their place in the bus's
+	// queue. It is taken under topic locks and takes none itself.
+	outMu   sync.Mutex
+	seq     uint64
+	owned   map[string]ownedPresence // by phx_ref
+	leaving bool                     // goodbye sent: changes are no longer published
+
+	// mu guards the replica of the peers; the bus's goroutine holds it
+	// while it applies a message, the heartbeat loop while it expires.
+	mu    sync.Mutex
+	peers map[string]*peer
+}
+
+const (
+	clusterHeartbeat   = time.Second
+	clusterPeerTimeout = 3500 * time.Millisecond // three missed heartbeats
+	clusterResyncAfter = 2 * time.Second
+)
+
+func newClusterRelay(s *Server, bus *cluster.Bus) *clusterRelay {
+	return &clusterRelay{
+		srv:         s,
+		bus:         bus,
+		node:        bus.Node(),
+		log:         s.log.With("cluster_node", bus.Node()),
+		heartbeat:   clusterHeartbeat,
+		peerTimeout: clusterPeerTimeout,
+		resyncAfter: clusterResyncAfter,
+		owned:       make(map[string]ownedPresence),
+		peers:       make(map[string]*peer),
+	}
+}
+
+// Envelope kinds: the first byte of every relay message.
+const (
+	msgBroadcast byte = 'b' // JSON header, newline, body
+	msgDelta     byte = 'd' // one presence change
+	msgHeartbeat byte = 'h'
+	msgSyncAsk   byte = 'q'
+	msgSnapshot  byte = 's' // all presences of the sender
+	msgGoodbye   byte = 'g'
+)
+
+// broadcastHeader describes a relayed broadcast. The body is the
+// sender's text payload object, or the user payload of a broadcast that
+// vsn 2 sockets receive as kind 4.
+type broadcastHeader struct {
+	Topic   string          `json:"t"` // sub-topic
+	Private bool            `json:"p,omitempty"`
+	User    bool            `json:"u,omitempty"`
+	Event   string          `json:"e,omitempty"`
+	Binary  bool            `json:"bin,omitempty"`
+	Meta    json.RawMessage `json:"m,omitempty"`
+}
+
+// relayedBroadcast is a broadcast on its way to the peers; it reads only
+// fields of out that never change after out is built.
+type relayedBroadcast struct {
+	private bool
+	out     *outbound
+}
+
+func (m relayedBroadcast) Encode() []byte {
+	h := broadcastHeader{Topic: strings.TrimPrefix(m.out.topic, topicPrefix), Private: m.private}
+	body := m.out.text
+	if u := m.out.user; u != nil {
+		h.User, h.Event, h.Binary, h.Meta, body = true, u.Event, u.Binary, u.Meta, u.Payload
+	}
+	head, _ := json.Marshal(h) // strings, bools and valid JSON: cannot fail
+	b := make([]byte, 0, 2+len(head)+len(body))
+	b = append(b, msgBroadcast)
+	b = append(b, head...)
+	b = append(b, '\n')
+	return append(b, body...)
+}
+
+// relayBroadcast sends a client's broadcast (socket or REST) to the other
+// nodes. Database broadcasts never come here: every node reads them from
+// its own replication stream.
+func (s *Server) relayBroadcast(private bool, out *outbound) {
+	if r := s.cluster; r != nil {
+		r.bus.Publish(relayedBroadcast{private: private, out: out})
+	}
+}
+
+// receiveBroadcast fans a peer's broadcast out to the local subscribers,
+// with the frames a local sender's would produce.
+func (r *clusterRelay) receiveBroadcast(from string, msg []byte) {
+	head, body, ok := bytes.Cut(msg, []byte{'\n'})
+	var h broadcastHeader
+	if !ok || json.Unmarshal(head, &h) != nil || h.Topic == "" {
+		r.log.Warn("cluster: ignoring a malformed broadcast", "from", from)
+		return
+	}
+	var out *outbound
+	if h.User {
+		out = newUserBroadcast(topicPrefix+h.Topic, &UserBroadcast{Event: h.Event, Payload: body, Binary: h.Binary, Meta: h.Meta})
+	} else {
+		out = newTextOutbound(topicPrefix+h.Topic, "broadcast", body)
+	}
+	r.srv.hub.publish(topicKey(h.Private, h.Topic), out, nil)
+}
+
+// jsonMsg is a relay message of kind k with a JSON body.
+type jsonMsg struct {
+	kind byte
+	v    any
+}
+
+func (m jsonMsg) Encode() []byte {
+	b, err := json.Marshal(m.v)
+	if err != nil {
+		// Every value is built here from strings, numbers and valid JSON.
+		panic(fmt.Sprintf("realtime: cluster message %c: %v", m.kind, err))
+	}
+	return append([]byte{m.kind}, b...)
+}
+
+// Receive implements cluster.Handler.
+func (r *clusterRelay) Receive(from string, msg []byte) {
+	if len(msg) == 0 {
+		return
+	}
+	if msg[0] == msgBroadcast {
+		r.receiveBroadcast(from, msg[1:])
+		return
+	}
+	r.receivePresence(from, msg[0], msg[1:])
+}
+
+// Listening implements cluster.Handler: after (re)connecting, this node
+// may have missed anything, so it asks every peer for its state.
+func (r *clusterRelay) Listening() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	for _, p := range r.peers {
+		// Silence while we were deaf says nothing about the peer.
+		p.lastSeen = now
+		p.syncing, p.askedAt = true, now
+	}
+	r.bus.Publish(jsonMsg{msgSyncAsk, syncAsk{}})
+}
+
+// run heartbeats and expires silent peers until ctx ends.
+func (r *clusterRelay) run(ctx context.Context) {
+	t := time.NewTicker(r.heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			r.outMu.Lock()
+			if !r.leaving {
+				r.bus.Publish(jsonMsg{msgHeartbeat, heartbeat{Seq: r.seq}})
+			}
+			r.outMu.Unlock()
+			r.checkPeers(now)
+		}
+	}
+}
+
+// start runs the relay and its bus. They outlive Run's context, so that
+// the goodbye and the last changes are still sent while the sockets close;
+// stop ends them. All three do nothing when the cluster is off.
+func (r *clusterRelay) start(ctx context.Context) {
+	if r == nil {
+		return
+	}
+	ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	r.done = make(chan struct{})
+	r.log.Info("realtime: cluster relay on", "channel", cluster.DefaultChannel)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = r.bus.Run(ctx, r) }()
+	go func() { defer wg.Done(); r.run(ctx) }()
+	go func() { wg.Wait(); close(r.done) }()
+}
+
+// goodbye tells the peers to drop this node's presences at once, rather
+// than after the timeout; nothing about presence is published after it.
+func (r *clusterRelay) goodbye() {
+	if r == nil {
+		return
+	}
+	r.outMu.Lock()
+	r.leaving = true
+	r.bus.Publish(jsonMsg{msgGoodbye, struct{}{}})
+	r.outMu.Unlock()
+}
+
+// stop ends the relay once the bus has sent what is queued.
+func (r *clusterRelay) stop() {
+	if r == nil {
+		return
+	}
+	r.cancel()
+	<-r.done
+}
+
+// ClusterStatus is the relay's state, for /health.
+type ClusterStatus struct {
+	Node      string `json:"node"`
+	Listening bool   `json:"listening"`
+	Peers     int    `json:"peers"`
+	// RemotePresences is how many presences of other nodes this node
+	// holds a replica of.
+	RemotePresences int `json:"remote_presences"`
+}
+
+// ClusterStatus reports the relay, or nil when the cluster is off.
+func (s *Server) ClusterStatus() *ClusterStatus {
+	r := s.cluster
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := &ClusterStatus{Node: r.node, Listening: r.bus.IsListening(), Peers: len(r.peers)}
+	for _, p := range r.peers {
+		st.RemotePresences += len(p.entries)
+	}
+	return st
+}
