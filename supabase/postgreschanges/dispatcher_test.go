@@ -125,7 +125,7 @@ func pipeline(t *testing.T, db *dbtest.DB, h *hub, key postgreschanges.KeyFunc) 
 	return checker
 }
 
-func exec(t *testing.T, db *dbtest.DB, sql string) {
+func exec(t testing.TB, db *dbtest.DB, sql string) {
 	t.Helper()
 	if _, err := db.Pool.Exec(context.Background(), sql); err != nil {
 		t.Fatalf("%s: %v", sql, err)
