@@ -3,9 +3,9 @@ package postgreschanges
 import (
 	"context"
 	"errors"
-	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -150,25 +150,33 @@ type match struct {
 }
 
 // process is the whole pipeline for one change: filter → one check per
-// key → one encoding per visible column set → deliver.
+// key → one encoding per visible column set → deliver. It runs for every
+// change against every channel of the table, so per-channel work is kept
+// to matching and a few map lookups.
 func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) {
 	targets := d.cfg.Targets.Targets(ch.Schema, ch.Table)
-	var matches []match
+	var (
+		matches []match
+		ids     []int64 // backs every match's ids
+	)
 	byKey := map[string]Auth{}
 	for i := range targets {
 		t := &targets[i]
-		var ids []int64
+		start := len(ids)
 		for j := range t.Bindings {
-			if t.Bindings[j].Matches(ch) && !containsID(ids, t.Bindings[j].ID) {
+			if t.Bindings[j].Matches(ch) && !containsID(ids[start:], t.Bindings[j].ID) {
 				ids = append(ids, t.Bindings[j].ID)
 			}
 		}
-		if len(ids) == 0 {
+		if len(ids) == start {
 			continue
 		}
 		k := d.cfg.Key(t.Auth)
 		byKey[k] = t.Auth
-		matches = append(matches, match{target: t, ids: ids, key: k})
+		if matches == nil {
+			matches = make([]match, 0, len(targets)-i)
+		}
+		matches = append(matches, match{target: t, ids: ids[start:len(ids):len(ids)], key: k})
 	}
 	if len(matches) == 0 {
 		return
@@ -182,35 +190,61 @@ func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) {
 		}
 		return
 	}
+	// What a key sees is the same for all its channels, and channels that
+	// see the same columns with the same ids share one payload.
+	type view struct {
+		visible bool
+		cols    string // the visible columns, comma-joined
+		data    []byte
+	}
+	views := make(map[string]view, len(verdicts))
 	dataByCols := map[string][]byte{}
 	payloads := map[string][]byte{}
+	var pk []byte
 	out := make([]Delivery, 0, len(matches))
 	for _, m := range matches {
-		v := verdicts[m.key]
-		if !v.Visible {
+		v, ok := views[m.key]
+		if !ok {
+			verdict := verdicts[m.key]
+			v.visible = verdict.Visible
+			if v.visible {
+				v.cols = strings.Join(verdict.Columns, ",")
+				if v.data, ok = dataByCols[v.cols]; !ok {
+					if v.data, err = EncodeData(ch, verdict.Columns); err != nil {
+						d.log.Error("postgres_changes encode failed", "schema", ch.Schema, "table", ch.Table, "err", err)
+						return
+					}
+					dataByCols[v.cols] = v.data
+				}
+			}
+			views[m.key] = v
+		}
+		if !v.visible {
 			continue
 		}
-		colsKey := strings.Join(v.Columns, ",")
-		data, ok := dataByCols[colsKey]
+		pk = appendIDs(pk[:0], m.ids)
+		pk = append(pk, '|')
+		pk = append(pk, v.cols...)
+		p, ok := payloads[string(pk)]
 		if !ok {
-			data, err = EncodeData(ch, v.Columns)
-			if err != nil {
-				d.log.Error("postgres_changes encode failed", "schema", ch.Schema, "table", ch.Table, "err", err)
-				return
-			}
-			dataByCols[colsKey] = data
-		}
-		pk := fmt.Sprint(m.ids) + "|" + colsKey
-		p, ok := payloads[pk]
-		if !ok {
-			p = Payload(m.ids, data)
-			payloads[pk] = p
+			p = Payload(m.ids, v.data)
+			payloads[string(pk)] = p
 		}
 		out = append(out, Delivery{Channel: m.target.Channel, Payload: p})
 	}
 	if len(out) > 0 {
 		d.cfg.Deliver(out)
 	}
+}
+
+func appendIDs(b []byte, ids []int64) []byte {
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	return b
 }
 
 func containsID(ids []int64, id int64) bool {
