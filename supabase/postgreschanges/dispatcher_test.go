@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/animesync/animesync/shared/dbtest"
 	"github.com/animesync/animesync/supabase/postgreschanges"
 	"github.com/animesync/animesync/supabase/replication"
@@ -368,5 +370,48 @@ func TestCheckerFailsClosed(t *testing.T) {
 	v, err = c.Check(context.Background(), ch, map[string]postgreschanges.Auth{"anon": anon})
 	if err != nil || !v["anon"].Visible {
 		t.Errorf("public row image: %+v %v", v, err)
+	}
+}
+
+// A check that fails in PostgreSQL (here a row image that does not fit the
+// table) is an error, and leaves no transaction, role or claims behind on
+// the pooled connection, which stays open: a policy that errors must not
+// cost a reconnection per change.
+func TestCheckerErrorLeavesConnectionClean(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, db.URL+"&pool_max_conns=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var relid uint32
+	if err := pool.QueryRow(ctx, `select 'public.rooms'::regclass::oid`).Scan(&relid); err != nil {
+		t.Fatal(err)
+	}
+	c := postgreschanges.NewChecker(postgreschanges.CheckerConfig{Pool: pool})
+	ch := &replication.Change{Schema: "public", Table: "rooms", Type: replication.Update, RelationID: relid,
+		Record: map[string]any{"room_id": "r1", "is_public": true, "episode_number": "not a number"}}
+	if _, err := c.Check(ctx, ch, map[string]postgreschanges.Auth{"service": service}); err != nil {
+		t.Fatal(err) // loads the policies, which takes connections of its own
+	}
+	conns := pool.Stat().NewConnsCount()
+	if v, err := c.Check(ctx, ch, map[string]postgreschanges.Auth{"anon": anon}); err == nil {
+		t.Fatalf("check of a malformed row image succeeded: %+v", v)
+	}
+	var user, status, claims string
+	if err := pool.QueryRow(ctx, `select current_user, current_setting('transaction_read_only'), coalesce(current_setting('request.jwt.claims', true), '')`).
+		Scan(&user, &status, &claims); err != nil {
+		t.Fatal(err)
+	}
+	if user != "postgres" || status != "off" || claims != "" {
+		t.Errorf("after a failed check the connection runs as %q, read only %q, claims %q", user, status, claims)
+	}
+	if n := pool.Stat().NewConnsCount(); n != conns {
+		t.Errorf("the failed check cost %d new connections", n-conns)
+	}
+	delete(ch.Record, "episode_number")
+	if v, err := c.Check(ctx, ch, map[string]postgreschanges.Auth{"anon": anon}); err != nil || !v["anon"].Visible {
+		t.Errorf("check after the failure: %+v %v", v, err)
 	}
 }

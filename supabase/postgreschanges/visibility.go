@@ -137,6 +137,13 @@ func NewChecker(cfg CheckerConfig) *Checker {
 // per distinct key of a change whose table has RLS for that role).
 func (c *Checker) Queries() uint64 { return c.queries.Load() }
 
+// pendingCheck is a key whose visibility needs a query.
+type pendingCheck struct {
+	key    string
+	auth   Auth
+	policy *tablePolicy
+}
+
 // Check decides visibility of ch for each key of byKey. A key whose check
 // fails is not visible: errors close, never open.
 func (c *Checker) Check(ctx context.Context, ch *replication.Change, byKey map[string]Auth) (map[string]Verdict, error) {
@@ -147,12 +154,7 @@ func (c *Checker) Check(ctx context.Context, ch *replication.Change, byKey map[s
 		row = ch.OldRecord
 	}
 	out := make(map[string]Verdict, len(byKey))
-	type pending struct {
-		key    string
-		auth   Auth
-		policy *tablePolicy
-	}
-	var sqlChecks []pending
+	var sqlChecks []pendingCheck
 	keys := make([]string, 0, len(byKey))
 	for k := range byKey {
 		keys = append(keys, k)
@@ -170,7 +172,7 @@ func (c *Checker) Check(ctx context.Context, ch *replication.Change, byKey map[s
 		case p.expr == "true":
 			out[k] = Verdict{Visible: true, Columns: p.columns}
 		default:
-			sqlChecks = append(sqlChecks, pending{k, a, p})
+			sqlChecks = append(sqlChecks, pendingCheck{k, a, p})
 		}
 	}
 	if len(sqlChecks) == 0 {
@@ -180,12 +182,13 @@ func (c *Checker) Check(ctx context.Context, ch *replication.Change, byKey map[s
 	if err != nil {
 		return nil, fmt.Errorf("postgreschanges: encode row of %s.%s: %w", ch.Schema, ch.Table, err)
 	}
-	tx, err := c.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return nil, fmt.Errorf("postgreschanges: check %s.%s: %w", ch.Schema, ch.Table, err)
-	}
-	defer tx.Rollback(context.Background()) //nolint:errcheck // read-only; rollback also resets the role
+	// One round trip: a read-only transaction, the role and claims of each
+	// key set locally before its check, and a rollback, which also resets
+	// the role. The dispatcher waits for this before any channel gets the
+	// change, and under fan-out load each extra round trip waits behind the
+	// socket writers for the CPU.
 	batch := &pgx.Batch{}
+	batch.Queue(`begin read only`)
 	for _, pc := range sqlChecks {
 		claims, err := json.Marshal(pc.auth.Claims)
 		if err != nil {
@@ -195,24 +198,45 @@ func (c *Checker) Check(ctx context.Context, ch *replication.Change, byKey map[s
 		batch.Queue(fmt.Sprintf(`select coalesce((select (%s) from jsonb_populate_record(null::%s, $1::jsonb) as %s), false)`,
 			pc.policy.expr, pc.policy.relType, pc.policy.alias), string(rowJSON))
 	}
-	res := tx.SendBatch(ctx, batch)
-	for _, pc := range sqlChecks {
+	batch.Queue(`rollback`)
+	conn, err := c.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("postgreschanges: check %s.%s: %w", ch.Schema, ch.Table, err)
+	}
+	defer conn.Release()
+	if err := c.runChecks(conn.SendBatch(ctx, batch), ch, sqlChecks, out); err != nil {
+		if conn.Conn().PgConn().TxStatus() != 'I' {
+			// A failed statement skips the rest of the batch, rollback
+			// included; end the transaction so that the connection goes
+			// back to the pool clean (the pool would otherwise close it).
+			_, _ = conn.Exec(ctx, `rollback`)
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+// runChecks reads the results of Check's batch into out and closes res.
+func (c *Checker) runChecks(res pgx.BatchResults, ch *replication.Change, checks []pendingCheck, out map[string]Verdict) error {
+	defer res.Close()
+	if _, err := res.Exec(); err != nil {
+		return fmt.Errorf("postgreschanges: check %s.%s: begin: %w", ch.Schema, ch.Table, err)
+	}
+	for _, pc := range checks {
 		if _, err := res.Exec(); err != nil {
-			res.Close()
-			return nil, fmt.Errorf("postgreschanges: set role %s: %w", pc.auth.Role, err)
+			return fmt.Errorf("postgreschanges: set role %s: %w", pc.auth.Role, err)
 		}
 		var ok bool
 		if err := res.QueryRow().Scan(&ok); err != nil {
-			res.Close()
-			return nil, fmt.Errorf("postgreschanges: check %s.%s as %s: %w", ch.Schema, ch.Table, pc.auth.Role, err)
+			return fmt.Errorf("postgreschanges: check %s.%s as %s: %w", ch.Schema, ch.Table, pc.auth.Role, err)
 		}
 		c.queries.Add(1)
 		out[pc.key] = Verdict{Visible: ok, Columns: pc.policy.columns}
 	}
-	if err := res.Close(); err != nil {
-		return nil, fmt.Errorf("postgreschanges: check %s.%s: %w", ch.Schema, ch.Table, err)
+	if _, err := res.Exec(); err != nil {
+		return fmt.Errorf("postgreschanges: check %s.%s: rollback: %w", ch.Schema, ch.Table, err)
 	}
-	return out, nil
+	return res.Close()
 }
 
 func (c *Checker) policy(ctx context.Context, rel uint32, role string) (*tablePolicy, error) {
