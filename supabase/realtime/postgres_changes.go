@@ -59,13 +59,33 @@ func (s *Server) Targets(schema, table string) []postgreschanges.Target {
 
 // DeliverPostgresChanges queues each payload on its channel's socket. It
 // never blocks: a socket whose queue is full is dropped as a slow client.
+// Channels of one topic that get the same payload (the dispatcher shares
+// the slice) get the same frame, encoded once per serializer, as a
+// broadcast's subscribers do.
 func (s *Server) DeliverPostgresChanges(ds []postgreschanges.Delivery) {
+	type frameKey struct {
+		payload *byte
+		size    int
+		topic   string
+	}
+	outs := map[frameKey]*outbound{}
 	for _, d := range ds {
 		ch, ok := d.Channel.(*channel)
 		if !ok || ch.closed.Load() {
 			continue
 		}
-		ch.conn.send(encodeText(ch.conn.vsn, "", "", ch.topic, "postgres_changes", d.Payload))
+		k := frameKey{size: len(d.Payload), topic: ch.topic}
+		if k.size > 0 {
+			k.payload = &d.Payload[0]
+		}
+		out := outs[k]
+		if out == nil {
+			out = newTextOutbound(ch.topic, "postgres_changes", d.Payload)
+			outs[k] = out
+		}
+		if f, ok := out.frameFor(ch.conn.vsn); ok {
+			ch.conn.send(f)
+		}
 	}
 }
 
