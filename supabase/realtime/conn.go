@@ -22,6 +22,7 @@ import (
 type conn struct {
 	srv *Server
 	ws  *websocket.Conn
+	out *batchWriter // under ws's writer: the writer's batches leave in one write
 	vsn Serializer
 	id  uint64
 	log *slog.Logger
@@ -48,10 +49,11 @@ type conn struct {
 	noChannelFrom time.Time // when the socket last had no channel; zero while it has some
 }
 
-func newConn(s *Server, ws *websocket.Conn, vsn Serializer, token string, claims *auth.Claims) *conn {
+func newConn(s *Server, ws *websocket.Conn, out *batchWriter, vsn Serializer, token string, claims *auth.Claims) *conn {
 	c := &conn{
 		srv:      s,
 		ws:       ws,
+		out:      out,
 		vsn:      vsn,
 		id:       s.nextConnID.Add(1),
 		wake:     make(chan struct{}, 1),
@@ -137,13 +139,22 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// writeBatch writes without a deadline: a per-batch timer would cost a
-// timer and an allocation per socket per broadcast on the hot path. A peer
-// that stops draining is cut off instead by the queue bound (send drops
-// it, and CloseNow unblocks this write), and a dead one by the idle sweep.
+// writeBatch writes the frames with one system call (batchWriter). It
+// writes without a deadline: a per-batch timer would cost a timer and an
+// allocation per socket per broadcast on the hot path. A peer that stops
+// draining is cut off instead by the queue bound (send drops it, and
+// CloseNow unblocks this write), and a dead one by the idle sweep.
 // Outbound frames are counted here, once per batch, rather than where
 // fan-out queues them: the fan-out loop stays free of shared counters.
-func (c *conn) writeBatch(batch []frame) error {
+func (c *conn) writeBatch(batch []frame) (err error) {
+	c.out.begin()
+	defer func() {
+		// Also after a failed frame: a close frame another goroutine wrote
+		// meanwhile may be waiting in the batch.
+		if endErr := c.out.end(); err == nil {
+			err = endErr
+		}
+	}()
 	ctx := context.Background()
 	for i, f := range batch {
 		typ := websocket.MessageText

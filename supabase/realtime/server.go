@@ -232,7 +232,8 @@ func (s *Server) handleSocket(c echo.Context) error {
 		return s.refuse(c, http.StatusUnauthorized, upgradeErrorText(terr))
 	}
 
-	ws, err := websocket.Accept(smallBuffers{c.Response()}, r, &websocket.AcceptOptions{
+	sb := &smallBuffers{ResponseWriter: c.Response()}
+	ws, err := websocket.Accept(sb, r, &websocket.AcceptOptions{
 		// Sockets authenticate with the apikey parameter, never with
 		// cookies, so cross-origin pages are as safe as same-origin ones;
 		// Supabase accepts every origin too.
@@ -245,7 +246,7 @@ func (s *Server) handleSocket(c echo.Context) error {
 		return nil
 	}
 	ws.SetReadLimit(s.limits.maxFrame)
-	cn := newConn(s, ws, vsn, token, claims)
+	cn := newConn(s, ws, sb.out, vsn, token, claims)
 	if !s.addConn(cn) {
 		_ = ws.Close(websocket.StatusServiceRestart, "server restarting")
 		return nil
