@@ -3,10 +3,10 @@ package postgreschanges
 import (
 	"context"
 	"errors"
-	"hash/fnv"
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/animesync/animesync/supabase/replication"
@@ -52,37 +52,73 @@ type Delivery struct {
 type DispatcherConfig struct {
 	Checker *Checker
 	Targets TargetSource
-	// Deliver receives the payloads of one change, in one call, from a
-	// worker. It must not block: the hub queues each payload on its
-	// channel's bounded send queue (and drops slow clients).
+	// Deliver receives the payloads of one change, in one call. It must not
+	// block: the hub queues each payload on its channel's bounded send
+	// queue (and drops slow clients).
 	Deliver func([]Delivery)
+	// Broadcast receives the database broadcasts given to EnqueueBroadcast;
+	// it must not block either. Default: they are dropped.
+	Broadcast func(replication.Broadcast)
 	// Key defaults to DefaultKey; animesync uses RoomKey.
 	Key KeyFunc
-	// Workers process changes concurrently; changes of one table always go
-	// to the same worker, so each table's changes stay in commit order
-	// (default 4).
+	// Workers match and check changes concurrently (default 4); deliveries
+	// and broadcasts still leave in the order they were enqueued.
 	Workers int
-	// Queue is each worker's backlog of changes (default 1024). When it is
-	// full Enqueue blocks, which holds back the replication stream rather
-	// than dropping changes.
+	// Queue bounds the changes and broadcasts in flight, from Enqueue to
+	// delivery (default 1024). When it is full Enqueue blocks, which holds
+	// back the replication stream rather than dropping changes.
 	Queue  int
 	Logger *slog.Logger
 }
 
 // Dispatcher matches changes to channels, checks visibility once per
 // distinct key and delivers payloads, on its own bounded workers.
+//
+// Everything leaves in the order it was enqueued, which for the replication
+// consumer is commit order, and database broadcasts take their place in it
+// too: a host action's rooms UPDATE and the sync broadcast its trigger
+// sends reach each socket's queue together and are written together.
+// Delivered separately, the broadcast went out at once and the change a
+// visibility check later, so with 1,000 subscribers every socket was
+// written, and every client woken, twice per action. The price is
+// head-of-line blocking: a slow check (bounded by the Checker's timeout)
+// holds back what follows it, broadcasts included.
 type Dispatcher struct {
-	cfg    DispatcherConfig
-	queues []chan replication.Change
-	log    *slog.Logger
+	cfg   DispatcherConfig
+	work  chan job
+	slots chan struct{} // one per job in flight, from Enqueue to delivery
+	log   *slog.Logger
+
+	seqMu   sync.Mutex
+	nextSeq uint64
+
+	// outMu serialises delivery; ready holds the outcomes of jobs that
+	// finished before an earlier one.
+	outMu sync.Mutex
+	next  uint64
+	ready map[uint64]outcome
 
 	dropped atomic.Uint64
+}
+
+type job struct {
+	seq    uint64
+	change replication.Change
+}
+
+// outcome is what a job leaves to deliver, if anything.
+type outcome struct {
+	deliveries []Delivery
+	broadcast  *replication.Broadcast
 }
 
 // NewDispatcher checks cfg and returns a Dispatcher; call Run to start it.
 func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 	if cfg.Checker == nil || cfg.Targets == nil || cfg.Deliver == nil {
 		return nil, errors.New("postgreschanges: Checker, Targets and Deliver are required")
+	}
+	if cfg.Broadcast == nil {
+		cfg.Broadcast = func(replication.Broadcast) {}
 	}
 	if cfg.Key == nil {
 		cfg.Key = DefaultKey
@@ -96,24 +132,72 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	d := &Dispatcher{cfg: cfg, log: cfg.Logger.With("component", "postgres_changes")}
-	for range cfg.Workers {
-		d.queues = append(d.queues, make(chan replication.Change, cfg.Queue))
-	}
-	return d, nil
+	return &Dispatcher{
+		cfg:   cfg,
+		work:  make(chan job, cfg.Queue),
+		slots: make(chan struct{}, cfg.Queue),
+		log:   cfg.Logger.With("component", "postgres_changes"),
+		ready: map[uint64]outcome{},
+	}, nil
 }
 
-// Enqueue hands a change to its table's worker; it blocks while that
-// worker's queue is full, until ctx is done. Use it as the replication
-// consumer's OnChange.
+// Enqueue hands a change to the workers; it blocks while Queue jobs are in
+// flight, until ctx is done. Use it as the replication consumer's OnChange.
 func (d *Dispatcher) Enqueue(ctx context.Context, ch replication.Change) error {
-	h := fnv.New32a()
-	h.Write([]byte(ch.Schema + "." + ch.Table))
+	seq, err := d.admit(ctx)
+	if err != nil {
+		return err
+	}
+	d.work <- job{seq: seq, change: ch} // never blocks: work has room for every slot
+	return nil
+}
+
+// EnqueueBroadcast delivers b to Broadcast once everything enqueued before
+// it has been delivered; it blocks as Enqueue does. Use it as the
+// replication consumer's OnBroadcast.
+func (d *Dispatcher) EnqueueBroadcast(ctx context.Context, b replication.Broadcast) error {
+	seq, err := d.admit(ctx)
+	if err != nil {
+		return err
+	}
+	d.finish(seq, outcome{broadcast: &b})
+	return nil
+}
+
+// admit takes a slot and the next sequence number.
+func (d *Dispatcher) admit(ctx context.Context) (uint64, error) {
 	select {
-	case d.queues[h.Sum32()%uint32(len(d.queues))] <- ch:
-		return nil
+	case d.slots <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
+	}
+	d.seqMu.Lock()
+	defer d.seqMu.Unlock()
+	seq := d.nextSeq
+	d.nextSeq++
+	return seq, nil
+}
+
+// finish records the outcome of job seq and delivers, in order, every
+// outcome no earlier job holds back any more.
+func (d *Dispatcher) finish(seq uint64, o outcome) {
+	d.outMu.Lock()
+	defer d.outMu.Unlock()
+	d.ready[seq] = o
+	for {
+		o, ok := d.ready[d.next]
+		if !ok {
+			return
+		}
+		delete(d.ready, d.next)
+		d.next++
+		switch {
+		case o.broadcast != nil:
+			d.cfg.Broadcast(*o.broadcast)
+		case len(o.deliveries) > 0:
+			d.cfg.Deliver(o.deliveries)
+		}
+		<-d.slots
 	}
 }
 
@@ -123,23 +207,20 @@ func (d *Dispatcher) Failed() uint64 { return d.dropped.Load() }
 
 // Run processes changes until ctx is done.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	done := make(chan struct{})
-	for _, q := range d.queues {
-		go func() {
-			defer func() { done <- struct{}{} }()
+	var wg sync.WaitGroup
+	for range d.cfg.Workers {
+		wg.Go(func() {
 			for {
 				select {
 				case <-ctx.Done():
 					return
-				case ch := <-q:
-					d.process(ctx, &ch)
+				case j := <-d.work:
+					d.finish(j.seq, outcome{deliveries: d.process(ctx, &j.change)})
 				}
 			}
-		}()
+		})
 	}
-	for range d.queues {
-		<-done
-	}
+	wg.Wait()
 	return nil
 }
 
@@ -149,11 +230,11 @@ type match struct {
 	key    string
 }
 
-// process is the whole pipeline for one change: filter → one check per
-// key → one encoding per visible column set → deliver. It runs for every
+// process is the pipeline for one change up to delivery: filter → one
+// check per key → one encoding per visible column set. It runs for every
 // change against every channel of the table, so per-channel work is kept
 // to matching and a few map lookups.
-func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) {
+func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) []Delivery {
 	targets := d.cfg.Targets.Targets(ch.Schema, ch.Table)
 	var (
 		matches []match
@@ -179,7 +260,7 @@ func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) {
 		matches = append(matches, match{target: t, ids: ids[start:len(ids):len(ids)], key: k})
 	}
 	if len(matches) == 0 {
-		return
+		return nil
 	}
 	verdicts, err := d.cfg.Checker.Check(ctx, ch, byKey)
 	if err != nil {
@@ -188,7 +269,7 @@ func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) {
 			d.log.Error("postgres_changes visibility check failed; change not delivered",
 				"schema", ch.Schema, "table", ch.Table, "type", ch.Type, "keys", len(byKey), "err", err)
 		}
-		return
+		return nil
 	}
 	// What a key sees is the same for all its channels, and channels that
 	// see the same columns with the same ids share one payload.
@@ -212,7 +293,7 @@ func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) {
 				if v.data, ok = dataByCols[v.cols]; !ok {
 					if v.data, err = EncodeData(ch, verdict.Columns); err != nil {
 						d.log.Error("postgres_changes encode failed", "schema", ch.Schema, "table", ch.Table, "err", err)
-						return
+						return nil
 					}
 					dataByCols[v.cols] = v.data
 				}
@@ -232,9 +313,7 @@ func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) {
 		}
 		out = append(out, Delivery{Channel: m.target.Channel, Payload: p})
 	}
-	if len(out) > 0 {
-		d.cfg.Deliver(out)
-	}
+	return out
 }
 
 func appendIDs(b []byte, ids []int64) []byte {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -413,5 +414,92 @@ func TestCheckerErrorLeavesConnectionClean(t *testing.T) {
 	delete(ch.Record, "episode_number")
 	if v, err := c.Check(ctx, ch, map[string]postgreschanges.Auth{"anon": anon}); err != nil || !v["anon"].Visible {
 		t.Errorf("check after the failure: %+v %v", v, err)
+	}
+}
+
+// Deliveries and broadcasts leave in the order they were enqueued, even
+// when a later change is processed first: a host action's change and the
+// broadcast that follows it reach the sockets together, and in order.
+func TestDeliveriesKeepEnqueueOrder(t *testing.T) {
+	db := dbtest.New(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var relid uint32
+	if err := db.Pool.QueryRow(ctx, `select 'public.rooms'::regclass::oid`).Scan(&relid); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := postgreschanges.Parse(postgreschanges.Params{Event: "UPDATE", Schema: "public", Table: "rooms"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := []postgreschanges.Target{{Channel: "c", Auth: service, Bindings: []postgreschanges.Subscription{sub}}}
+	var (
+		mu      sync.Mutex
+		got     []string
+		calls   = make(chan struct{}, 2)
+		release = make(chan struct{})
+		first   sync.Once
+	)
+	record := func(s string) {
+		mu.Lock()
+		got = append(got, s)
+		mu.Unlock()
+	}
+	d, err := postgreschanges.NewDispatcher(postgreschanges.DispatcherConfig{
+		Checker: postgreschanges.NewChecker(postgreschanges.CheckerConfig{Pool: db.Pool}),
+		Targets: postgreschanges.TargetFunc(func(string, string) []postgreschanges.Target {
+			calls <- struct{}{}
+			first.Do(func() { <-release }) // the first change is slow to match
+			return targets
+		}),
+		Deliver: func(ds []postgreschanges.Delivery) {
+			var p struct {
+				Data struct{ Record map[string]any } `json:"data"`
+			}
+			_ = json.Unmarshal(ds[0].Payload, &p)
+			record(fmt.Sprint("change ", p.Data.Record["room_id"]))
+		},
+		Broadcast: func(b replication.Broadcast) { record("broadcast " + b.Event) },
+		Workers:   2,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = d.Run(ctx) }()
+	change := func(room string) replication.Change {
+		return replication.Change{Schema: "public", Table: "rooms", Type: replication.Update, RelationID: relid,
+			Columns: []replication.Column{{Name: "room_id", Type: "text"}}, Record: map[string]any{"room_id": room}}
+	}
+	if err := d.Enqueue(ctx, change("a")); err != nil {
+		t.Fatal(err)
+	}
+	<-calls // the first worker holds change a
+	if err := d.EnqueueBroadcast(ctx, replication.Broadcast{Topic: "room:a", Event: "sync"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Enqueue(ctx, change("b")); err != nil {
+		t.Fatal(err)
+	}
+	<-calls
+	time.Sleep(100 * time.Millisecond) // change b is checked by now, and must wait
+	mu.Lock()
+	early := slices.Clone(got)
+	mu.Unlock()
+	if len(early) != 0 {
+		t.Errorf("delivered before the first change: %q", early)
+	}
+	close(release)
+	want := []string{"change a", "broadcast sync", "change b"}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		done := slices.Clone(got)
+		mu.Unlock()
+		if len(done) >= len(want) || time.Now().After(deadline) {
+			if !slices.Equal(done, want) {
+				t.Fatalf("delivered %q, want %q", done, want)
+			}
+			return
+		}
 	}
 }

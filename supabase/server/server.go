@@ -310,8 +310,11 @@ func (s *Server) startChanges(ctx context.Context, g *errgroup.Group) error {
 		Checker: postgreschanges.NewChecker(postgreschanges.CheckerConfig{Pool: s.pool}),
 		Targets: rt,
 		Deliver: rt.DeliverPostgresChanges,
-		Key:     postgreschanges.RoomKey,
-		Logger:  s.log,
+		// Database broadcasts keep their place among the changes: a sync
+		// action's rooms change and sync broadcast are written together.
+		Broadcast: rt.BroadcastFromDatabase,
+		Key:       postgreschanges.RoomKey,
+		Logger:    s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("postgres_changes: %w", err)
@@ -319,7 +322,7 @@ func (s *Server) startChanges(ctx context.Context, g *errgroup.Group) error {
 	cons, err := replication.New(replication.Config{
 		DatabaseURL: s.cfg.DBURL,
 		OnChange:    func(c replication.Change) { _ = disp.Enqueue(ctx, c) },
-		OnBroadcast: rt.BroadcastFromDatabase,
+		OnBroadcast: func(b replication.Broadcast) { _ = disp.EnqueueBroadcast(ctx, b) },
 		Logger:      s.log,
 	})
 	if err != nil {
