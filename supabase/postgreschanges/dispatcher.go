@@ -27,7 +27,8 @@ type Target struct {
 // TargetSource is implemented by the hub. Targets returns a snapshot of the
 // channels with a binding that may match schema.table (a binding on "*"
 // included); it is called once per change from a Dispatcher worker and must
-// not block on I/O.
+// not block on I/O. The Dispatcher only reads the slice, so the hub may
+// hand the same one out for many changes.
 type TargetSource interface {
 	Targets(schema, table string) []Target
 }

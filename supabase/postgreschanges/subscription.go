@@ -306,7 +306,7 @@ func (s *Subscription) Matches(ch *replication.Change) bool {
 	if s.Event != "*" && s.Event != ch.Type {
 		return false
 	}
-	if (s.Schema != "*" && s.Schema != ch.Schema) || (s.Table != "*" && s.Table != ch.Table) {
+	if !s.Covers(ch.Schema, ch.Table) {
 		return false
 	}
 	if len(s.Filters) == 0 {
@@ -322,6 +322,12 @@ func (s *Subscription) Matches(ch *replication.Change) bool {
 		}
 	}
 	return true
+}
+
+// Covers reports whether the binding is on schema.table, directly or
+// through a "*".
+func (s *Subscription) Covers(schema, table string) bool {
+	return (s.Schema == "*" || s.Schema == schema) && (s.Table == "*" || s.Table == table)
 }
 
 // holds evaluates the filter on a row as Supabase's

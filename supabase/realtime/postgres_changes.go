@@ -2,6 +2,7 @@ package realtime
 
 import (
 	"encoding/json"
+	"slices"
 	"sync"
 
 	"github.com/animesync/animesync/supabase/postgreschanges"
@@ -14,7 +15,13 @@ import (
 type pgChannels struct {
 	mu     sync.RWMutex
 	byChan map[*channel]postgreschanges.Target
+	// byTable caches Targets' answer per table until the next join or
+	// leave: it is asked once per change, and copying 1,000 targets out of
+	// byChan took longer than matching them.
+	byTable map[tableName][]postgreschanges.Target
 }
+
+type tableName struct{ schema, table string }
 
 // trackPostgresChanges indexes a channel's parsed bindings with the role
 // and claims row-level security judges it by (pg_subscribe.go decides when).
@@ -24,6 +31,7 @@ func (s *Server) trackPostgresChanges(ch *channel, target postgreschanges.Target
 		s.pg.byChan = map[*channel]postgreschanges.Target{}
 	}
 	s.pg.byChan[ch] = target
+	clear(s.pg.byTable)
 	s.pg.mu.Unlock()
 }
 
@@ -32,7 +40,10 @@ func (s *Server) untrackPostgresChanges(ch *channel) {
 		return
 	}
 	s.pg.mu.Lock()
-	delete(s.pg.byChan, ch)
+	if _, ok := s.pg.byChan[ch]; ok {
+		delete(s.pg.byChan, ch)
+		clear(s.pg.byTable)
+	}
 	s.pg.mu.Unlock()
 }
 
@@ -45,15 +56,32 @@ func authOf(ch *channel) postgreschanges.Auth {
 	return postgreschanges.Auth{Role: ch.claims.Role, Claims: ch.claims.Raw}
 }
 
-// Targets lists the channels with postgres_changes bindings; the
-// dispatcher matches each binding against the change itself.
+// Targets lists the channels with a binding on schema.table (or on "*");
+// the dispatcher matches each binding against the change itself. The
+// slice is shared until the next join or leave.
 func (s *Server) Targets(schema, table string) []postgreschanges.Target {
+	k := tableName{schema, table}
 	s.pg.mu.RLock()
-	defer s.pg.mu.RUnlock()
-	out := make([]postgreschanges.Target, 0, len(s.pg.byChan))
-	for _, t := range s.pg.byChan {
-		out = append(out, t)
+	out, ok := s.pg.byTable[k]
+	s.pg.mu.RUnlock()
+	if ok {
+		return out
 	}
+	s.pg.mu.Lock()
+	defer s.pg.mu.Unlock()
+	if out, ok := s.pg.byTable[k]; ok {
+		return out
+	}
+	out = []postgreschanges.Target{}
+	for _, t := range s.pg.byChan {
+		if slices.ContainsFunc(t.Bindings, func(b postgreschanges.Subscription) bool { return b.Covers(schema, table) }) {
+			out = append(out, t)
+		}
+	}
+	if s.pg.byTable == nil {
+		s.pg.byTable = map[tableName][]postgreschanges.Target{}
+	}
+	s.pg.byTable[k] = out
 	return out
 }
 

@@ -2,10 +2,60 @@ package realtime
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"github.com/animesync/animesync/supabase/postgreschanges"
 )
+
+// Targets answers with the channels bound to the table, directly or by a
+// wildcard, and follows joins and leaves although it caches its answers.
+func TestTargetsByTable(t *testing.T) {
+	s := New(Options{})
+	join := func(params ...map[string]any) *channel {
+		ch := fakeChannel(s, V2, "room:t", false)
+		for i, p := range params {
+			ch.bindings = append(ch.bindings, pgBinding{ID: int64(i + 1), Params: p})
+		}
+		subs, err := parseBindings(ch.bindings)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.trackPostgresChanges(ch, postgreschanges.Target{Channel: ch, Auth: authOf(ch), Bindings: subs})
+		return ch
+	}
+	rooms := join(map[string]any{"event": "UPDATE", "schema": "public", "table": "rooms"})
+	comments := join(map[string]any{"event": "*", "schema": "public", "table": "comments"})
+	public := join(map[string]any{"event": "*", "schema": "public"})
+	both := join(map[string]any{"event": "*", "schema": "public", "table": "comments"}, map[string]any{"event": "*", "table": "rooms"})
+	channels := func(schema, table string) []*channel {
+		var out []*channel
+		for _, t := range s.Targets(schema, table) {
+			out = append(out, t.Channel.(*channel))
+		}
+		return out
+	}
+	same := func(got []*channel, want ...*channel) bool {
+		return len(got) == len(want) && !slices.ContainsFunc(want, func(c *channel) bool { return !slices.Contains(got, c) })
+	}
+	if got := channels("public", "rooms"); !same(got, rooms, public, both) {
+		t.Errorf("rooms: %d channels %v", len(got), got)
+	}
+	if got := channels("public", "comments"); !same(got, comments, public, both) {
+		t.Errorf("comments: %d channels", len(got))
+	}
+	s.untrackPostgresChanges(public)
+	if got := channels("public", "rooms"); !same(got, rooms, both) {
+		t.Errorf("rooms after a leave: %d channels", len(got))
+	}
+	late := join(map[string]any{"event": "INSERT", "schema": "*"})
+	if got := channels("public", "rooms"); !same(got, rooms, both, late) {
+		t.Errorf("rooms after a join: %d channels", len(got))
+	}
+	if got := channels("animesync", "room_access_keys"); !same(got, late) {
+		t.Errorf("another schema: %d channels", len(got))
+	}
+}
 
 // One shared payload reaches channels of different topics and serializers
 // each in their own frame.
