@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,7 +23,10 @@ import (
 // room_id, then has the host call sync-control `actions` times, `gap`
 // apart. A delivery's latency runs from just before the sync-control
 // request is sent to the moment a subscriber has read the postgres_changes
-// frame whose record carries that action's sync_version.
+// frame whose record carries that action's sync_version. The sync
+// broadcast the rooms trigger sends for the same action is timed the same
+// way and reported on a second line: large rooms follow the host with it
+// (docs/REALTIME_CLIENT_GUIDE.md).
 func changes(addr string, nsubs, actions int, gap time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -56,7 +60,8 @@ func changes(addr string, nsubs, actions int, gap time.Duration) error {
 		dialMu   sync.Mutex
 		dialWG   sync.WaitGroup
 		dialSem  = make(chan struct{}, 32)
-		received atomic.Int64
+		received atomic.Int64 // postgres_changes frames
+		syncs    atomic.Int64 // sync broadcasts
 	)
 	for i := range subs {
 		dialWG.Add(1)
@@ -86,6 +91,7 @@ func changes(addr string, nsubs, actions int, gap time.Duration) error {
 	type arrival struct {
 		at    time.Time
 		frame []byte
+		sync  bool // a kind 4 sync broadcast, not a postgres_changes frame
 	}
 	arrivals := make([][]arrival, nsubs)
 	var wg sync.WaitGroup
@@ -100,13 +106,16 @@ func changes(addr string, nsubs, actions int, gap time.Duration) error {
 					break
 				}
 				now := time.Now()
+				switch {
 				// The event itself, not the "Subscribed to PostgreSQL" system
 				// frame's "extension":"postgres_changes".
-				if typ != websocket.MessageText || !bytes.Contains(data, []byte(`,"postgres_changes",`)) {
-					continue
+				case typ == websocket.MessageText && bytes.Contains(data, []byte(`,"postgres_changes",`)):
+					local = append(local, arrival{at: now, frame: data})
+					received.Add(1)
+				case typ == websocket.MessageBinary && len(data) > 0 && data[0] == 4:
+					local = append(local, arrival{at: now, frame: data, sync: true})
+					syncs.Add(1)
 				}
-				local = append(local, arrival{now, data})
-				received.Add(1)
 			}
 			arrivals[i] = local
 		}()
@@ -148,25 +157,34 @@ func changes(addr string, nsubs, actions int, gap time.Duration) error {
 		time.Sleep(gap)
 	}
 	want := int64(actions * nsubs)
-	waitErr := waitCount(&received, want, 10*time.Second)
+	waitErr := errors.Join(waitCount(&received, want, 10*time.Second), waitCount(&syncs, want, 2*time.Second))
 
 	cancel()
 	for _, s := range subs {
 		_ = s.ws.CloseNow()
 	}
 	wg.Wait()
-	latencies := make([]time.Duration, 0, want)
+	var latencies, syncLatencies []time.Duration
 	for _, local := range arrivals {
 		for _, a := range local {
-			v, ok := changeVersion(a.frame)
+			version, lat := changeVersion, &latencies
+			if a.sync {
+				version, lat = syncVersion, &syncLatencies
+			}
+			v, ok := version(a.frame)
 			if t0, sentOK := sent[v]; ok && sentOK {
-				latencies = append(latencies, a.at.Sub(t0))
+				*lat = append(*lat, a.at.Sub(t0))
 			}
 		}
 	}
-	slices.Sort(latencies)
-	fmt.Printf("N=%d p50=%.2f ms p99=%.2f ms max=%.2f ms delivered=%d/%d\n", nsubs,
-		ms(pct(latencies, 50)), ms(pct(latencies, 99)), ms(pct(latencies, 100)), len(latencies), want)
+	for _, l := range []struct {
+		label     string
+		latencies []time.Duration
+	}{{"", latencies}, {" sync broadcast", syncLatencies}} {
+		slices.Sort(l.latencies)
+		fmt.Printf("N=%d%s p50=%.2f ms p99=%.2f ms max=%.2f ms delivered=%d/%d\n", nsubs, l.label,
+			ms(pct(l.latencies, 50)), ms(pct(l.latencies, 99)), ms(pct(l.latencies, 100)), len(l.latencies), want)
+	}
 	if waitErr != nil {
 		return fmt.Errorf("deliveries: %w", waitErr)
 	}
@@ -214,6 +232,27 @@ func changeVersion(frame []byte) (int64, bool) {
 		return 0, false
 	}
 	return *p.Data.Record.SyncVersion, true
+}
+
+// syncVersion returns the sync_version of a kind 4 sync broadcast (kind,
+// topic, event and meta lengths, encoding, then topic, event, meta and
+// the JSON payload).
+func syncVersion(frame []byte) (int64, bool) {
+	if len(frame) < 5 {
+		return 0, false
+	}
+	ev := 5 + int(frame[1])
+	off := ev + int(frame[2]) + int(frame[3])
+	if off > len(frame) || string(frame[ev:ev+int(frame[2])]) != "sync" {
+		return 0, false
+	}
+	var p struct {
+		SyncVersion *int64 `json:"sync_version"`
+	}
+	if json.Unmarshal(frame[off:], &p) != nil || p.SyncVersion == nil {
+		return 0, false
+	}
+	return *p.SyncVersion, true
 }
 
 // post sends body as JSON with the anon key, as supabase-js's
