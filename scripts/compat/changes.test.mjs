@@ -194,3 +194,23 @@ test('filters: isdistinct and not.in', async () => {
   assert.deepEqual(hostActions(distinct).map((p) => p.new.current_time), [5])
   assert.deepEqual(hostActions(notIn).map((p) => p.new.room_id), [id], 'the other room is excluded')
 })
+
+test("select: payload.new holds the selected columns and the primary key; an unreadable column is refused", async () => {
+  const sb = client()
+  const { room } = await newRoom(sb, `sh${run}`)
+  const got = collector()
+  const ch = sb.channel(`select${run}`).on('postgres_changes',
+    { event: 'INSERT', schema: 'public', table: 'room_members', filter: `room_id=eq.${room.room_id}`, select: ['username'] },
+    (p) => got.push(p))
+  const msg = await subscribeDb(ch)
+  assert.equal(msg.status, 'ok', msg.message)
+  await invoke(sb, 'rooms-join', { room_id: room.room_id, user_id: `sj${run}`, username: 'Selected' })
+  const ins = await got.waitFor((p) => p.new.user_id === `sj${run}`)
+  assert.ok(ins, 'the INSERT arrives')
+  assert.deepEqual(ins.new, { room_id: room.room_id, user_id: `sj${run}`, username: 'Selected' })
+
+  const refused = await subscribeDb(sb.channel(`selectbad${run}`).on('postgres_changes',
+    { event: '*', schema: 'public', table: 'rooms', select: ['title', 'nope'] }, () => {}))
+  assert.equal(refused.status, 'error')
+  assert.match(refused.message, /select: \["title", "nope"\]\]\. Exception: ERROR P0001 \(raise_exception\) invalid column for select nope$/)
+})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -229,6 +230,11 @@ type match struct {
 	target *Target
 	ids    []int64
 	key    string
+	// sel is the bindings' `select` (nil: the whole row) and selKey its
+	// columns comma-joined; a channel gets one payload per distinct select
+	// among its matching bindings, as in Supabase.
+	sel    []string
+	selKey string
 }
 
 // process is the pipeline for one change up to delivery: filter → one
@@ -245,9 +251,11 @@ func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) []Deli
 	for i := range targets {
 		t := &targets[i]
 		start := len(ids)
+		selective := false
 		for j := range t.Bindings {
 			if t.Bindings[j].Matches(ch) && !containsID(ids[start:], t.Bindings[j].ID) {
 				ids = append(ids, t.Bindings[j].ID)
+				selective = selective || t.Bindings[j].Select != nil
 			}
 		}
 		if len(ids) == start {
@@ -257,6 +265,10 @@ func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) []Deli
 		byKey[k] = t.Auth
 		if matches == nil {
 			matches = make([]match, 0, len(targets)-i)
+		}
+		if selective {
+			matches = appendBySelect(matches, match{target: t, key: k}, ids[start:])
+			continue
 		}
 		matches = append(matches, match{target: t, ids: ids[start:len(ids):len(ids)], key: k})
 	}
@@ -285,21 +297,29 @@ func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) []Deli
 	var pk []byte
 	out := make([]Delivery, 0, len(matches))
 	for _, m := range matches {
-		v, ok := views[m.key]
+		viewKey := m.key
+		if m.sel != nil {
+			viewKey += "\x00" + m.selKey
+		}
+		v, ok := views[viewKey]
 		if !ok {
 			verdict := verdicts[m.key]
 			v.visible = verdict.Visible
 			if v.visible {
-				v.cols = strings.Join(verdict.Columns, ",")
+				cols := verdict.Columns
+				if m.sel != nil {
+					cols = selectColumns(cols, verdict.Key, m.sel)
+				}
+				v.cols = strings.Join(cols, ",")
 				if v.data, ok = dataByCols[v.cols]; !ok {
-					if v.data, err = EncodeData(ch, verdict.Columns); err != nil {
+					if v.data, err = EncodeData(ch, cols); err != nil {
 						d.log.Error("postgres_changes encode failed", "schema", ch.Schema, "table", ch.Table, "err", err)
 						return nil
 					}
 					dataByCols[v.cols] = v.data
 				}
 			}
-			views[m.key] = v
+			views[viewKey] = v
 		}
 		if !v.visible {
 			continue
@@ -313,6 +333,52 @@ func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) []Deli
 			payloads[string(pk)] = p
 		}
 		out = append(out, Delivery{Channel: m.target.Channel, Payload: p})
+	}
+	return out
+}
+
+// appendBySelect splits one channel's matching binding ids by their
+// `select`, in binding order, one match each.
+func appendBySelect(matches []match, m match, ids []int64) []match {
+	first := len(matches)
+	for _, b := range m.target.Bindings {
+		if !containsID(ids, b.ID) {
+			continue
+		}
+		selKey := strings.Join(b.Select, ",")
+		if b.Select == nil {
+			selKey = "\x00" // the whole row, unlike an empty select
+		}
+		found := false
+		for i := first; i < len(matches); i++ {
+			if matches[i].selKey == selKey {
+				if !containsID(matches[i].ids, b.ID) {
+					matches[i].ids = append(matches[i].ids, b.ID)
+				}
+				found = true
+				break
+			}
+		}
+		if !found {
+			g := m
+			g.ids, g.sel, g.selKey = []int64{b.ID}, b.Select, selKey
+			if b.Select == nil {
+				g.sel = nil
+			}
+			matches = append(matches, g)
+		}
+	}
+	return matches
+}
+
+// selectColumns keeps, of the role's visible columns and in their order,
+// the primary key and the selected ones.
+func selectColumns(visible, key, sel []string) []string {
+	out := make([]string, 0, len(sel)+len(key))
+	for _, c := range visible {
+		if slices.Contains(key, c) || slices.Contains(sel, c) {
+			out = append(out, c)
+		}
 	}
 	return out
 }

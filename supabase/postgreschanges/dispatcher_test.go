@@ -340,6 +340,82 @@ func TestColumnPrivilegesAreEnforced(t *testing.T) {
 	}
 }
 
+// TestSelectRestrictsThePayload: a binding's select keeps those columns and
+// the primary key; a channel whose matching bindings select differently
+// gets one payload per select, each with its own ids.
+func TestSelectRestrictsThePayload(t *testing.T) {
+	db := dbtest.New(t)
+	exec(t, db, seed)
+	h := newHub()
+	whole := postgreschanges.Params{Event: "INSERT", Schema: "public", Table: "room_members"}
+	narrow := whole
+	narrow.Select = []string{"username"}
+	hidden := whole
+	hidden.Select = []string{"avatar_url"}
+	subs := make([]postgreschanges.Subscription, 0, 3)
+	for i, p := range []postgreschanges.Params{whole, narrow, hidden} {
+		sub, err := postgreschanges.Parse(p, int64(i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, sub)
+	}
+	h.targets = append(h.targets, postgreschanges.Target{Channel: "mixed", Auth: service, Bindings: subs})
+	h.add("narrow", anon, 2, narrow)
+	pipeline(t, db, h, postgreschanges.DefaultKey)
+
+	exec(t, db, `insert into public.room_members (room_id, user_id, username, avatar_url) values ('publicroom', 'u9', 'U9', 'https://e.com/a.png')`)
+	h.waitCalls(t, 1)
+	record := func(payload string) (ids []int64, rec map[string]any, cols []string) {
+		var p struct {
+			IDs  []int64 `json:"ids"`
+			Data struct {
+				Record  map[string]any `json:"record"`
+				Columns []struct {
+					Name string `json:"name"`
+				} `json:"columns"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(payload), &p); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range p.Data.Columns {
+			cols = append(cols, c.Name)
+		}
+		return p.IDs, p.Data.Record, cols
+	}
+	mixed := h.payloads("mixed")
+	if len(mixed) != 3 {
+		t.Fatalf("mixed channel got %d payloads, want one per select: %q", len(mixed), mixed)
+	}
+	for _, payload := range mixed {
+		ids, rec, cols := record(payload)
+		switch {
+		case slices.Equal(ids, []int64{1}):
+			if rec["avatar_url"] != "https://e.com/a.png" || rec["last_seen_at"] == nil {
+				t.Errorf("the whole-row binding lacks columns: %s", payload)
+			}
+		case slices.Equal(ids, []int64{2}):
+			if !slices.Equal(cols, []string{"room_id", "user_id", "username"}) || len(rec) != 3 {
+				t.Errorf("select username: columns %v, record %v; want the key and username", cols, rec)
+			}
+		case slices.Equal(ids, []int64{3}):
+			if !slices.Equal(cols, []string{"room_id", "user_id", "avatar_url"}) || len(rec) != 3 {
+				t.Errorf("select avatar_url: columns %v, record %v", cols, rec)
+			}
+		default:
+			t.Errorf("unexpected ids %v", ids)
+		}
+	}
+	narrowGot := h.payloads("narrow")
+	if len(narrowGot) != 1 {
+		t.Fatalf("narrow channel got %d payloads", len(narrowGot))
+	}
+	if _, rec, _ := record(narrowGot[0]); len(rec) != 3 || rec["username"] != "U9" {
+		t.Errorf("anon select username: %v", rec)
+	}
+}
+
 // TestCheckerFailsClosed: a role that does not exist sees nothing and costs
 // no query; a table without row-level security needs no query either.
 func TestCheckerFailsClosed(t *testing.T) {

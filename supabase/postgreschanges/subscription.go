@@ -29,6 +29,9 @@ type Params struct {
 	Schema string `json:"schema,omitempty"`
 	Table  string `json:"table,omitempty"`
 	Filter string `json:"filter,omitempty"`
+	// Select restricts the payload to these columns plus the primary key
+	// (supabase-js 2.119's `select`); nil means the whole row.
+	Select []string `json:"select,omitempty"`
 }
 
 // Subscription is a parsed binding.
@@ -42,6 +45,9 @@ type Subscription struct {
 	Schema, Table string
 	// Filters must all hold (comma = AND).
 	Filters []Filter
+	// Select lists the columns the payload keeps besides the primary key;
+	// nil keeps every column the role may read.
+	Select []string
 }
 
 // Filter is one column=[not.]op.value condition.
@@ -105,6 +111,17 @@ func Parse(p Params, id int64) (Subscription, error) {
 		return s, err
 	}
 	s.Filters = filters
+	if p.Select != nil {
+		if s.Schema == "*" || s.Table == "*" {
+			return s, errors.New("Error parsing `select` params: select needs one schema and one table, not a wildcard")
+		}
+		for _, c := range p.Select {
+			if strings.TrimSpace(c) == "" {
+				return s, errors.New("Error parsing `select` params: column names must not be empty")
+			}
+		}
+		s.Select = p.Select
+	}
 	return s, nil
 }
 

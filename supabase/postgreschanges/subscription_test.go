@@ -46,6 +46,9 @@ func TestParse(t *testing.T) {
 			Filters: []Filter{{Column: "a", Op: "in", Value: "{" + strings.Repeat("1,", 100) + "1}", Values: slices.Repeat([]string{"1"}, 101)}}}, ""},
 		{"empty in list", Params{Schema: "public", Table: "t", Filter: "a=in.()"}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t",
 			Filters: []Filter{{Column: "a", Op: "in", Value: "{}"}}}, ""},
+		{"select", Params{Schema: "public", Table: "t", Select: []string{"a", "b"}}, Subscription{ID: 7, Event: "*", Schema: "public", Table: "t", Select: []string{"a", "b"}}, ""},
+		{"select on a wildcard", Params{Schema: "public", Select: []string{"a"}}, Subscription{}, "Error parsing `select` params: select needs one schema and one table, not a wildcard"},
+		{"select of an empty name", Params{Schema: "public", Table: "t", Select: []string{" "}}, Subscription{}, "Error parsing `select` params: column names must not be empty"},
 		// Supabase's texts, exactly.
 		{"no params", Params{Event: "*"}, Subscription{}, "No subscription params provided. Please provide at least a `schema` or `table` to subscribe to: %{\"event\" => \"*\"}"},
 		{"table and filter without schema", Params{Table: "t", Filter: "a=eq.1"}, Subscription{},

@@ -207,8 +207,22 @@ func (v *Validator) validate(ctx context.Context, conn *pgx.Conn, role string, s
 				return v.fail(s, err)
 			}
 		}
+		for _, name := range s.Select {
+			if !selectable(rel.columns, name) {
+				return v.fail(s, raise("invalid column for select %s", name))
+			}
+		}
 	}
 	return nil
+}
+
+func selectable(cols []relColumn, name string) bool {
+	for i := range cols {
+		if cols[i].name == name && cols[i].selectable {
+			return true
+		}
+	}
+	return false
 }
 
 // fail classifies err: an error PostgreSQL raised about the subscription
@@ -312,7 +326,15 @@ func (s *Subscription) logParams() string {
 	for i, f := range s.Filters {
 		fs[i] = "{" + inspectString(f.Column) + ", " + inspectString(f.Op) + ", " + inspectString(f.Value) + ", " + strconv.FormatBool(f.Negate) + "}"
 	}
-	return "event: " + s.Event + ", schema: " + s.Schema + ", table: " + s.Table + ", filters: [" + strings.Join(fs, ", ") + "], select: nil"
+	sel := "nil"
+	if s.Select != nil {
+		quoted := make([]string, len(s.Select))
+		for i, c := range s.Select {
+			quoted[i] = inspectString(c)
+		}
+		sel = "[" + strings.Join(quoted, ", ") + "]"
+	}
+	return "event: " + s.Event + ", schema: " + s.Schema + ", table: " + s.Table + ", filters: [" + strings.Join(fs, ", ") + "], select: " + sel
 }
 
 // postgrexMessage renders a PostgreSQL error as Elixir's Postgrex prints

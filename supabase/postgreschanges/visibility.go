@@ -64,6 +64,8 @@ type Verdict struct {
 	// Columns the key's role may select, in attribute order; a payload
 	// carries only these.
 	Columns []string
+	// Key is the table's primary key columns.
+	Key []string
 }
 
 // CheckerConfig configures a Checker.
@@ -119,6 +121,8 @@ type tablePolicy struct {
 	// the table name the policy expressions refer to the row by.
 	relType, alias string
 	columns        []string
+	// key is the primary key's columns, which a `select` always keeps.
+	key []string
 }
 
 // NewChecker returns a Checker using cfg.Pool, whose user must be a member
@@ -170,7 +174,7 @@ func (c *Checker) Check(ctx context.Context, ch *replication.Change, byKey map[s
 		case !p.exists || len(p.columns) == 0 || p.expr == "false":
 			out[k] = Verdict{}
 		case p.expr == "true":
-			out[k] = Verdict{Visible: true, Columns: p.columns}
+			out[k] = Verdict{Visible: true, Columns: p.columns, Key: p.key}
 		default:
 			sqlChecks = append(sqlChecks, pendingCheck{k, a, p})
 		}
@@ -231,7 +235,7 @@ func (c *Checker) runChecks(res pgx.BatchResults, ch *replication.Change, checks
 			return fmt.Errorf("postgreschanges: check %s.%s as %s: %w", ch.Schema, ch.Table, pc.auth.Role, err)
 		}
 		c.queries.Add(1)
-		out[pc.key] = Verdict{Visible: ok, Columns: pc.policy.columns}
+		out[pc.key] = Verdict{Visible: ok, Columns: pc.policy.columns, Key: pc.policy.key}
 	}
 	if _, err := res.Exec(); err != nil {
 		return fmt.Errorf("postgreschanges: check %s.%s: rollback: %w", ch.Schema, ch.Table, err)
@@ -284,6 +288,17 @@ func (c *Checker) loadPolicy(ctx context.Context, rel uint32, role string) (*tab
 	}
 	if p.columns, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 		return nil, fmt.Errorf("postgreschanges: column privileges of relation %d for %s: %w", rel, role, err)
+	}
+	rows, err = c.pool.Query(ctx, `
+		select a.attname from pg_index i
+		  join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+		 where i.indrelid = $1 and i.indisprimary
+		 order by a.attnum`, rel)
+	if err != nil {
+		return nil, fmt.Errorf("postgreschanges: primary key of relation %d: %w", rel, err)
+	}
+	if p.key, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, fmt.Errorf("postgreschanges: primary key of relation %d: %w", rel, err)
 	}
 	if !rls || super || bypass || (owner && !force) {
 		p.expr = "true"

@@ -101,6 +101,13 @@ func parseBindings(bindings []pgBinding) ([]postgreschanges.Subscription, error)
 	for _, b := range bindings {
 		str := func(k string) string { v, _ := b.Params[k].(string); return v }
 		p := postgreschanges.Params{Event: str("event"), Schema: str("schema"), Table: str("table"), Filter: str("filter")}
+		if raw, ok := b.Params["select"]; ok && raw != nil {
+			cols, ok := stringList(raw)
+			if !ok {
+				return nil, errors.New("Error parsing `select` params: select must be a list of column names")
+			}
+			p.Select = cols
+		}
 		sub, err := postgreschanges.Parse(p, b.ID)
 		if err != nil {
 			return nil, err
@@ -108,6 +115,21 @@ func parseBindings(bindings []pgBinding) ([]postgreschanges.Subscription, error)
 		subs = append(subs, sub)
 	}
 	return subs, nil
+}
+
+// stringList reads a JSON array of strings.
+func stringList(v any) ([]string, bool) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, false
+	}
+	out := make([]string, len(list))
+	for i, e := range list {
+		if out[i], ok = e.(string); !ok {
+			return nil, false
+		}
+	}
+	return out, true
 }
 
 // confirmPostgresChanges tells the channel whether its subscription holds,
