@@ -7,80 +7,18 @@
 //   CLUSTER_A_URL, CLUSTER_B_URL   the two processes (every test skips without them)
 //
 // scripts/test starts both and runs this file.
-import { test, describe, before, after } from 'node:test'
+import { test, describe, before } from 'node:test'
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
-import { createClient } from '@supabase/supabase-js'
-import WS from 'ws'
+import {
+  anonKey as ANON_KEY, clientOf, collect, eventually, presenceOf, roomToken, sleep, subscribe, transports, uniq,
+} from './support.mjs'
 
 const urlA = process.env.CLUSTER_A_URL
 const urlB = process.env.CLUSTER_B_URL
 const skip = urlA && urlB ? false : 'CLUSTER_A_URL and CLUSTER_B_URL are not set'
-const ANON_KEY = process.env.SUPABASE_ANON_KEY ??
-  'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0'
-const JWT_SECRET = process.env.SUPABASE_JWT_SECRET ?? 'super-secret-jwt-token-with-at-least-32-characters-long'
 
-const transports = [['ws', { transport: WS }]]
-if (typeof globalThis.WebSocket === 'function') transports.push(['native', {}])
-
-const clients = []
-after(async () => {
-  for (const c of clients) {
-    await c.removeAllChannels()
-    c.realtime.disconnect()
-  }
-})
-
-function client (url, realtime) {
-  const c = createClient(url, ANON_KEY, {
-    realtime,
-    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false }
-  })
-  clients.push(c)
-  return c
-}
-
-const uniq = (p) => `${p}-${crypto.randomUUID().slice(0, 8)}`
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-async function eventually (cond, what, timeoutMs = 10000) {
-  const end = Date.now() + timeoutMs
-  for (;;) {
-    const v = await cond()
-    if (v) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
-}
-
-function subscribe (ch, timeoutMs = 15000) {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('subscribe timed out')), timeoutMs)
-    ch.subscribe((status, err) => {
-      if (status === 'SUBSCRIBED') { clearTimeout(t); resolve() }
-      if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT') {
-        clearTimeout(t)
-        reject(new Error(`${status}: ${err?.message ?? ''}`))
-      }
-    })
-  })
-}
-
-function collect (ch, event) {
-  const got = []
-  ch.on('broadcast', { event }, (msg) => got.push(msg))
-  return got
-}
-
-const presenceOf = (ch, key) => ch.presenceState()[key] ?? []
-
-function roomToken (roomId) {
-  const b64url = (s) => Buffer.from(s).toString('base64url')
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }))
-  const body = b64url(JSON.stringify({ role: 'anon', sub: crypto.randomUUID(), room_id: roomId, exp: Math.floor(Date.now() / 1000) + 3600 }))
-  const sig = crypto.createHmac('sha256', JWT_SECRET).update(`${head}.${body}`).digest('base64url')
-  return `${head}.${body}.${sig}`
-}
+const client = (base, realtime) => clientOf(base, ANON_KEY, realtime)
 
 // Each process must list the other as a peer: both relays are listening.
 before(async () => {

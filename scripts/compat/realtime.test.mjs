@@ -6,92 +6,18 @@
 // Every scenario runs for both serializers (vsn 1.0.0 and 2.0.0) and both
 // Node 20 transports: the `ws` package (realtime.transport) and Node's own
 // WebSocket (node --experimental-websocket, which `npm test` passes).
-import { test, describe, after } from 'node:test'
+import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
-import { createClient } from '@supabase/supabase-js'
-import WS from 'ws'
+import {
+  anonKey as ANON_KEY, clientOf, collect, eventually, presenceOf, roomToken, sleep, subscribe, transports, uniq,
+  url as URL_,
+} from './support.mjs'
 
-const URL_ = process.env.SUPABASE_URL ?? 'http://127.0.0.1:54321'
-// The Supabase CLI's public development anon key and JWT secret
-// (shared/config DevAnonKey, DevJWTSecret).
-const ANON_KEY = process.env.SUPABASE_ANON_KEY ??
-  'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0'
-const JWT_SECRET = process.env.SUPABASE_JWT_SECRET ?? 'super-secret-jwt-token-with-at-least-32-characters-long'
 const LONG = process.env.REALTIME_LONG === '1'
+if (typeof globalThis.WebSocket !== 'function') console.warn('# native WebSocket missing: run with node --experimental-websocket to test it')
 
-const nativeWS = typeof globalThis.WebSocket === 'function'
-const transports = [['ws', { transport: WS }]]
-if (nativeWS) transports.push(['native', {}])
-else console.warn('# native WebSocket missing: run with node --experimental-websocket to test it')
-
-const clients = []
-after(async () => {
-  for (const c of clients) {
-    await c.removeAllChannels()
-    c.realtime.disconnect()
-  }
-})
-
-function client (key, realtime) {
-  const c = createClient(URL_, key, {
-    realtime,
-    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false }
-  })
-  clients.push(c)
-  return c
-}
-
-const uniq = (p) => `${p}-${crypto.randomUUID().slice(0, 8)}`
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-// subscribe resolves on SUBSCRIBED and rejects on the first error status.
-function subscribe (ch, timeoutMs = 15000) {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('subscribe timed out')), timeoutMs)
-    ch.subscribe((status, err) => {
-      if (status === 'SUBSCRIBED') { clearTimeout(t); resolve() }
-      if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT') {
-        clearTimeout(t)
-        reject(Object.assign(new Error(`${status}: ${err?.message ?? ''}`), { status, cause: err }))
-      }
-    })
-  })
-}
-
-// eventually polls cond until it holds.
-async function eventually (cond, what, timeoutMs = 5000) {
-  const end = Date.now() + timeoutMs
-  for (;;) {
-    const v = cond()
-    if (v) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
-}
-
-// collect gathers broadcast payloads of an event on a channel.
-function collect (ch, event) {
-  const got = []
-  ch.on('broadcast', { event }, (msg) => got.push(msg))
-  return got
-}
-
-function b64url (buf) { return Buffer.from(buf).toString('base64url') }
-function mintHS256 (claims) {
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }))
-  const body = b64url(JSON.stringify(claims))
-  const sig = b64url(crypto.createHmac('sha256', JWT_SECRET).update(`${head}.${body}`).digest())
-  return `${head}.${body}.${sig}`
-}
-
-function roomToken (roomId) {
-  return mintHS256({ role: 'anon', sub: crypto.randomUUID(), room_id: roomId, exp: Math.floor(Date.now() / 1000) + 3600 })
-}
-
-function presenceOf (ch, key) {
-  return ch.presenceState()[key] ?? []
-}
+const client = (key, realtime) => clientOf(URL_, key, realtime)
 
 for (const [tname, topts] of transports) {
   for (const vsn of ['1.0.0', '2.0.0']) {
