@@ -14,8 +14,8 @@ import (
 
 // scriptedServer answers like Supabase Realtime in vsn 1.0.0 (frames from
 // REALTIME.md §2.3 and §5.2): join reply, presence_state, two diffs.
-// It is a stand-in until the observer is tested against animesync's own
-// Realtime server.
+// It pins the exact frames of the specification; realtime_test.go runs the
+// observer against animesync's own Realtime server.
 func scriptedServer(t *testing.T, joinStatus string) (*httptest.Server, chan map[string]any) {
 	joins := make(chan map[string]any, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
