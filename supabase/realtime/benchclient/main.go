@@ -69,25 +69,9 @@ type sock struct {
 	ref int
 }
 
+// dialJoin connects and joins topic for broadcasts only.
 func dialJoin(ctx context.Context, url, topic string) (*sock, error) {
-	ws, _, err := websocket.Dial(ctx, url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
-	}
-	ws.SetReadLimit(-1)
-	s := &sock{ws: ws, ref: 1}
-	join := `["1","1","realtime:` + topic + `","phx_join",{"config":{"broadcast":{"self":false,"ack":false},"presence":{"key":"","enabled":false},"postgres_changes":[],"private":false}}]`
-	if err := ws.Write(ctx, websocket.MessageText, []byte(join)); err != nil {
-		return nil, fmt.Errorf("join: %w", err)
-	}
-	_, data, err := ws.Read(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("join reply: %w", err)
-	}
-	if !strings.Contains(string(data), `"status":"ok"`) {
-		return nil, fmt.Errorf("join refused: %s", data)
-	}
-	return s, nil
+	return dialJoinRaw(ctx, url, `["1","1","realtime:`+topic+`","phx_join",{"config":{"broadcast":{"self":false,"ack":false},"presence":{"key":"","enabled":false},"postgres_changes":[],"private":false}}]`)
 }
 
 // heartbeat keeps a socket alive as supabase-js does, every 25 s.
