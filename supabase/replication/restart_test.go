@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -21,9 +22,9 @@ import (
 	"github.com/animesync/animesync/supabase/replication"
 )
 
-// cluster is a throwaway PostgreSQL cluster of this test's own (port 54343,
-// one test at a time: tests of a package run sequentially), started
-// with scripts/pg, so the test can restart and reconfigure it.
+// cluster is a throwaway PostgreSQL cluster of this test's own, on a port
+// the kernel picks (so several checkouts can run their tests at once),
+// started with scripts/pg, so the test can restart and reconfigure it.
 type cluster struct {
 	t    *testing.T
 	dir  string
@@ -35,11 +36,12 @@ func repoRoot(t *testing.T) string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-func startCluster(t *testing.T, port int) *cluster {
+func startCluster(t *testing.T) *cluster {
 	t.Helper()
 	if dbtest.AdminURL() == "" {
 		t.Skip("TEST_DATABASE_URL is not set: no PostgreSQL binaries promised for an own cluster")
 	}
+	port := unusedPort(t)
 	root := repoRoot(t)
 	c := &cluster{t: t, dir: filepath.Join(root, ".data", "pgr-"+strconv.Itoa(port)), port: port}
 	os.RemoveAll(c.dir)
@@ -52,6 +54,19 @@ func startCluster(t *testing.T, port int) *cluster {
 	})
 	c.pg("start", c.dir, strconv.Itoa(port))
 	return c
+}
+
+// unusedPort is a loopback port nothing listens on now. PostgreSQL binds it
+// a moment later; the kernel hands out ports round-robin, so another taker in
+// between is unlikely.
+func unusedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (c *cluster) pg(args ...string) {
@@ -112,7 +127,7 @@ func (c *cluster) migrate() {
 // consumer: it reconnects on its own, changes after the restart arrive, and
 // no slot is left behind, neither across the restart nor after Run.
 func TestSurvivesDatabaseRestart(t *testing.T) {
-	c := startCluster(t, 54343)
+	c := startCluster(t)
 	c.migrate()
 	rec := newRecorder()
 	cons, err := replication.New(replication.Config{
@@ -177,7 +192,7 @@ func TestSurvivesDatabaseRestart(t *testing.T) {
 // TestWithoutLogicalWALLevel: a server with wal_level=replica gets one
 // ConfigError naming the setting, and Run returns instead of retrying.
 func TestWithoutLogicalWALLevel(t *testing.T) {
-	c := startCluster(t, 54343)
+	c := startCluster(t)
 	c.exec(`alter system set wal_level = 'replica'`)
 	c.pg("stop", c.dir)
 	// scripts/pg passes -c wal_level=logical, which outranks
