@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -121,6 +122,9 @@ func serve(ctx context.Context, args []string) error {
 		log.Warn("NO KEYS CONFIGURED: using the Supabase CLI's public local-development JWT secret and keys. " +
 			"Anyone can mint tokens for this server. Set SUPABASE_JWT_SECRET and your project's keys outside development; " +
 			"ANIMESYNC_ENV=production refuses to start without them.")
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
 	}
 	srv, err := server.New(ctx, cfg, log, server.Options{Migrate: !*noMigrate})
 	if err != nil {
@@ -283,16 +287,33 @@ func status(out io.Writer) error {
 	if cfg.DBURL != "" {
 		dbURL = cfg.DBURL
 	}
+	// A terminal, a CI log or a support ticket is no place for production
+	// secrets: they are named as set, never printed.
+	secret := func(v string) string {
+		switch {
+		case v == "":
+			return "(not configured)"
+		case cfg.Production():
+			return "(set; hidden in production)"
+		}
+		return v
+	}
+	if cfg.Production() {
+		if u, err := url.Parse(dbURL); err == nil && u.User != nil {
+			dbURL = u.Redacted()
+		}
+	}
 	for _, kv := range [][2]string{
 		{"API URL", api},
 		{"Functions URL", api + "/functions/v1"},
 		{"Realtime URL", "ws://" + strings.TrimPrefix(api, "http://") + "/realtime/v1"},
 		{"DB URL", dbURL},
-		{"JWT secret", cfg.JWTSecret},
+		{"Identity", cfg.Identity},
+		{"JWT secret", secret(cfg.JWTSecret)},
 		{"Publishable key", cfg.PublishableKey},
-		{"Secret key", cfg.SecretKey},
+		{"Secret key", secret(cfg.SecretKey)},
 		{"anon key", cfg.AnonKey},
-		{"service_role key", cfg.ServiceRoleKey},
+		{"service_role key", secret(cfg.ServiceRoleKey)},
 	} {
 		fmt.Fprintf(out, "%17s: %s\n", kv[0], kv[1])
 	}

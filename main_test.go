@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/animesync/animesync/migrations"
+	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/shared/dbtest"
 )
 
@@ -107,5 +108,41 @@ func TestDBPushAndMigrationList(t *testing.T) {
 		if e.Local == "" || e.Local != e.Remote {
 			t.Errorf("entry %+v: want applied", e)
 		}
+	}
+}
+
+func TestStatusNeverPrintsSecretsInProduction(t *testing.T) {
+	jwtSecret := "prod-jwt-secret-0123456789-0123456789-abcdef"
+	t.Setenv("ANIMESYNC_ENV", "production")
+	t.Setenv("SUPABASE_JWT_SECRET", jwtSecret)
+	t.Setenv("SUPABASE_SECRET_KEY", "sb_secret_prod_0123456789")
+	t.Setenv("SUPABASE_SERVICE_ROLE_KEY", "service-role-prod-jwt")
+	t.Setenv("SUPABASE_PUBLISHABLE_KEY", "sb_publishable_prod_0123456789")
+	t.Setenv("SUPABASE_DB_URL", "postgres://app:db-password@db.internal:5432/platform")
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"status"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{jwtSecret, "sb_secret_prod_0123456789", "service-role-prod-jwt", "db-password"} {
+		if strings.Contains(out.String(), secret) {
+			t.Errorf("status prints %q in production:\n%s", secret, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), "sb_publishable_prod_0123456789") || !strings.Contains(out.String(), "hidden in production") {
+		t.Errorf("status should show the publishable key and say the secrets are hidden:\n%s", out.String())
+	}
+
+	// In development the CLI's demo secret is shown, as `supabase status` does.
+	t.Setenv("ANIMESYNC_ENV", "development")
+	t.Setenv("SUPABASE_JWT_SECRET", "")
+	t.Setenv("SUPABASE_SECRET_KEY", "")
+	t.Setenv("SUPABASE_SERVICE_ROLE_KEY", "")
+	t.Setenv("SUPABASE_PUBLISHABLE_KEY", "")
+	out.Reset()
+	if err := run(context.Background(), []string{"status"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), config.DevJWTSecret) {
+		t.Errorf("development status should show the demo JWT secret:\n%s", out.String())
 	}
 }

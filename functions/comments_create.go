@@ -26,7 +26,7 @@ const maxCommentDepth = 5
 // viewers; the database trigger moves the anchor's and parent's reply_count.
 func (d *Deps) commentsCreate(c echo.Context) error {
 	var req commentsCreateRequest
-	if err := parse(c, &req); err != nil {
+	if err := d.parse(c, &req); err != nil {
 		return err
 	}
 
@@ -165,6 +165,7 @@ type commentsCreateRequest struct {
 }
 
 func (r *commentsCreateRequest) caller() (string, *string) { return "user_id", &r.UserID }
+func (r *commentsCreateRequest) room() string              { return r.RoomID }
 
 func (r *commentsCreateRequest) validate() error {
 	var v api.Check

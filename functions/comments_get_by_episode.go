@@ -16,7 +16,7 @@ import (
 // first replies (oldest first) and its total reply_count.
 func (d *Deps) commentsGetByEpisode(c echo.Context) error {
 	var req commentsGetByEpisodeRequest
-	if err := parse(c, &req); err != nil {
+	if err := d.parse(c, &req); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()

@@ -25,7 +25,7 @@ const (
 // comments-get-history: comment analytics for an anime, in one SQL query.
 func (d *Deps) commentsGetHistory(c echo.Context) error {
 	var req commentsGetHistoryRequest
-	if err := parse(c, &req); err != nil {
+	if err := d.parse(c, &req); err != nil {
 		return err
 	}
 	var raw []byte

@@ -15,7 +15,7 @@ import (
 // from the host, with a summary and the host state.
 func (d *Deps) membersGetList(c echo.Context) error {
 	var req membersGetListRequest
-	if err := parse(c, &req); err != nil {
+	if err := d.parse(c, &req); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()

@@ -20,7 +20,7 @@ import (
 // recorded in sync_states.
 func (d *Deps) membersUpdateStatus(c echo.Context) error {
 	var req membersUpdateStatusRequest
-	if err := parse(c, &req); err != nil {
+	if err := d.parse(c, &req); err != nil {
 		return err
 	}
 	res, err := d.recordReport(c.Request().Context(), &req)
@@ -144,6 +144,7 @@ type membersUpdateStatusRequest struct {
 }
 
 func (r *membersUpdateStatusRequest) caller() (string, *string) { return "user_id", &r.UserID }
+func (r *membersUpdateStatusRequest) room() string              { return r.RoomID }
 
 func (r *membersUpdateStatusRequest) validate() error {
 	var v api.Check

@@ -17,7 +17,7 @@ import (
 // rooms-create: a new room with the caller as host and first member.
 func (d *Deps) roomsCreate(c echo.Context) error {
 	var req roomsCreateRequest
-	if err := parse(c, &req); err != nil {
+	if err := d.parse(c, &req); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
@@ -57,6 +57,7 @@ func (d *Deps) roomsCreate(c echo.Context) error {
 	if res.RealtimeToken, err = d.Tokens.MintRoomToken(req.HostUserID, res.Room.RoomID); err != nil {
 		return err
 	}
+	res.MemberToken = res.RealtimeToken
 	return api.Created(c, res)
 }
 
@@ -137,4 +138,7 @@ type roomsCreateResponse struct {
 	Member          store.Member `json:"member"`
 	RealtimeChannel string       `json:"realtime_channel"`
 	RealtimeToken   string       `json:"realtime_token"`
+	// MemberToken proves the caller is this room's member (the same JWT
+	// as RealtimeToken); member identity mode requires it.
+	MemberToken string `json:"member_token"`
 }

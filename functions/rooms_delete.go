@@ -16,7 +16,7 @@ import (
 // stay (room_id becomes null): discussions outlive rooms.
 func (d *Deps) roomsDelete(c echo.Context) error {
 	var req roomMemberRequest
-	if err := parse(c, &req); err != nil {
+	if err := d.parse(c, &req); err != nil {
 		return err
 	}
 

@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/animesync/animesync/shared/api"
+	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/db"
 	"github.com/animesync/animesync/shared/ratelimit"
 	"github.com/animesync/animesync/shared/store"
@@ -19,10 +20,13 @@ import (
 // rooms-join: become (or stay) a member of a room.
 func (d *Deps) roomsJoin(c echo.Context) error {
 	var req roomsJoinRequest
-	if err := parse(c, &req); err != nil {
+	if err := d.parse(c, &req); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
+	// What the caller proves decides whether it may re-join an existing
+	// membership in member mode; a new membership needs no proof.
+	_, p, _ := identify(auth.FromContext(ctx), "user_id", req.UserID, req.RoomID)
 	var res roomsJoinResponse
 	// A wrong key must be remembered even though the join fails: the
 	// transaction commits the attempt and the handler answers this error.
@@ -41,7 +45,7 @@ func (d *Deps) roomsJoin(c echo.Context) error {
 				return err
 			}
 		}
-		member, err := d.upsertMember(ctx, tx, room, &req)
+		member, err := d.upsertMember(ctx, tx, room, &req, p)
 		if err != nil {
 			return err
 		}
@@ -75,12 +79,15 @@ func (d *Deps) roomsJoin(c echo.Context) error {
 	if res.RealtimeToken, err = d.Tokens.MintRoomToken(req.UserID, req.RoomID); err != nil {
 		return err
 	}
+	res.MemberToken = res.RealtimeToken
 	return api.OK(c, res)
 }
 
 // upsertMember adds the caller to the room, or refreshes an existing
-// membership (same joined_at and host status; no rate-limit cost).
-func (d *Deps) upsertMember(ctx context.Context, tx pgx.Tx, room *store.Room, req *roomsJoinRequest) (*store.MemberRow, error) {
+// membership (same joined_at and host status; no rate-limit cost). In
+// member mode only the member itself (p: proven) may refresh a membership:
+// otherwise anyone could re-join as the host and be handed its token.
+func (d *Deps) upsertMember(ctx context.Context, tx pgx.Tx, room *store.Room, req *roomsJoinRequest, p proof) (*store.MemberRow, error) {
 	existing, err := store.ScanMember(tx.QueryRow(ctx, `
 		update public.room_members
 		   set username = $3, avatar_url = coalesce(nullif($4, ''), avatar_url), last_seen_at = clock_timestamp()
@@ -89,6 +96,11 @@ func (d *Deps) upsertMember(ctx context.Context, tx pgx.Tx, room *store.Room, re
 		room.RoomID, req.UserID, req.Username, req.AvatarURL))
 	switch {
 	case err == nil:
+		if d.Cfg.MemberIdentity() {
+			if err := requireMember(ctx, p, room.RoomID, req.UserID); err != nil {
+				return nil, err
+			}
+		}
 		if existing.IsHost && existing.Username != room.HostUsername {
 			if _, err := tx.Exec(ctx, `update public.rooms set host_username = $2 where room_id = $1`, room.RoomID, existing.Username); err != nil {
 				return nil, fmt.Errorf("rooms-join: rename host of %s: %w", room.RoomID, err)
@@ -186,6 +198,8 @@ type roomsJoinRequest struct {
 }
 
 func (r *roomsJoinRequest) caller() (string, *string) { return "user_id", &r.UserID }
+func (r *roomsJoinRequest) room() string              { return r.RoomID }
+func (r *roomsJoinRequest) joins()                    {}
 
 func (r *roomsJoinRequest) validate() error {
 	var v api.Check
@@ -204,4 +218,7 @@ type roomsJoinResponse struct {
 	Sync            store.HostState `json:"sync"`
 	RealtimeChannel string          `json:"realtime_channel"`
 	RealtimeToken   string          `json:"realtime_token"`
+	// MemberToken proves the caller is this member of this room (the
+	// same JWT as RealtimeToken); member identity mode requires it.
+	MemberToken string `json:"member_token"`
 }

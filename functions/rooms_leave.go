@@ -18,7 +18,7 @@ import (
 // earliest-joined member, and the last member out deletes the room.
 func (d *Deps) roomsLeave(c echo.Context) error {
 	var req roomMemberRequest
-	if err := parse(c, &req); err != nil {
+	if err := d.parse(c, &req); err != nil {
 		return err
 	}
 
@@ -84,6 +84,7 @@ type roomMemberRequest struct {
 }
 
 func (r *roomMemberRequest) caller() (string, *string) { return "user_id", &r.UserID }
+func (r *roomMemberRequest) room() string              { return r.RoomID }
 
 func (r *roomMemberRequest) validate() error {
 	var v api.Check

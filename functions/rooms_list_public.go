@@ -13,7 +13,7 @@ import (
 // rooms-list-public: public rooms that have members, filtered, sorted, paged.
 func (d *Deps) roomsListPublic(c echo.Context) error {
 	var req roomsListPublicRequest
-	if err := parse(c, &req); err != nil {
+	if err := d.parse(c, &req); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()

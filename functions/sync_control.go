@@ -19,7 +19,7 @@ import (
 // the action a lead time ahead so that members can start together.
 func (d *Deps) syncControl(c echo.Context) error {
 	var req syncControlRequest
-	if err := parse(c, &req); err != nil {
+	if err := d.parse(c, &req); err != nil {
 		return err
 	}
 
@@ -95,6 +95,7 @@ type syncControlRequest struct {
 }
 
 func (r *syncControlRequest) caller() (string, *string) { return "user_id", &r.UserID }
+func (r *syncControlRequest) room() string              { return r.RoomID }
 
 func (r *syncControlRequest) validate() error {
 	var v api.Check

@@ -13,7 +13,7 @@ import (
 // caller's clock echoed so that it can estimate round trip and offset.
 func (d *Deps) syncGetHostTime(c echo.Context) error {
 	var req syncGetHostTimeRequest
-	if err := parse(c, &req); err != nil {
+	if err := d.parse(c, &req); err != nil {
 		return err
 	}
 	room, err := store.GetRoom(c.Request().Context(), d.Pool, req.RoomID, false)

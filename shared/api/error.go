@@ -30,6 +30,13 @@ const (
 	CodeTooManyAttempts  Code = "TOO_MANY_ATTEMPTS"
 	CodeInternal         Code = "INTERNAL_ERROR"
 	CodeUnavailable      Code = "UNAVAILABLE"
+
+	// Member identity mode (ANIMESYNC_IDENTITY=member): the caller of a
+	// room-scoped function gave no proof (401), a credential that did not
+	// verify (401), or the member_token of another room (403).
+	CodeMemberTokenRequired Code = "MEMBER_TOKEN_REQUIRED"
+	CodeMemberTokenInvalid  Code = "MEMBER_TOKEN_INVALID"
+	CodeWrongRoomToken      Code = "WRONG_ROOM_TOKEN"
 )
 
 // Error is the one error type handlers return for an expected failure.

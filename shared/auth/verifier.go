@@ -40,6 +40,13 @@ type Claims struct {
 // identity the functions must respect.
 func (c *Claims) IsUser() bool { return c != nil && c.Role == RoleAuthenticated && c.Subject != "" }
 
+// IsMemberToken reports whether the claims are a room's member token (the
+// realtime_token rooms-create and rooms-join mint): they prove that their
+// bearer is the member Subject of room RoomID.
+func (c *Claims) IsMemberToken() bool {
+	return c != nil && c.Role == RoleAnon && c.RoomID != "" && c.Subject != ""
+}
+
 // Error is a failed key check, with the code the Supabase gateway uses.
 type Error struct {
 	Code    string
@@ -197,16 +204,21 @@ func claimsFromJWT(m jwt.MapClaims) *Claims {
 	return c
 }
 
+// IsExpired reports whether a verification failed only because the token
+// expired, which a client fixes differently from a forged one.
+func IsExpired(err error) bool { return errors.Is(err, jwt.ErrTokenExpired) }
+
 func constantTimeEqual(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
-// RoomTokenTTL is how long a realtime_token is valid.
+// RoomTokenTTL is how long a realtime_token (and member_token) is valid.
 const RoomTokenTTL = 24 * time.Hour
 
 // MintRoomToken signs the realtime_token of API.md: role anon, sub = user,
 // a room_id claim, 24 h expiry. Row-level security lets its holder read the
-// rows of that (possibly private) room.
+// rows of that (possibly private) room, and the same token is the
+// member_token that proves its holder is that member of that room.
 func (v *Verifier) MintRoomToken(userID, roomID string) (string, error) {
 	if len(v.secret) == 0 {
 		return "", errors.New("mint room token: no JWT secret configured")

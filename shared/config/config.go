@@ -59,9 +59,20 @@ func (r *reader) realtimeLimits() RealtimeLimits {
 	}
 }
 
+// Identity modes (ANIMESYNC_IDENTITY): who may act as a room member.
+const (
+	// IdentityOpen is the platform's contract: callers name themselves
+	// with user_id; only a signed-in session pins the name.
+	IdentityOpen = "open"
+	// IdentityMember makes every room-scoped call prove the caller: the
+	// member_token rooms-join/rooms-create handed out, or a session.
+	IdentityMember = "member"
+)
+
 // Config is everything animesync reads from the environment.
 type Config struct {
 	Env      string // ANIMESYNC_ENV: development (default) or production
+	Identity string // ANIMESYNC_IDENTITY: open (default) or member
 	DBURL    string // SUPABASE_DB_URL or DATABASE_URL
 	Host     string // HOST
 	Port     int    // PORT
@@ -114,6 +125,22 @@ type Config struct {
 // Production reports whether ANIMESYNC_ENV=production.
 func (c *Config) Production() bool { return c.Env == "production" }
 
+// MemberIdentity reports whether ANIMESYNC_IDENTITY=member: room-scoped
+// calls need the caller's member_token or session.
+func (c *Config) MemberIdentity() bool { return c.Identity == IdentityMember }
+
+// Warnings are the risks of this configuration that do not stop a start,
+// each one line for the start-up log.
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.Production() && !c.MemberIdentity() {
+		w = append(w, "ANIMESYNC_IDENTITY=open in production: anyone who knows a room id and its host's user_id "+
+			"(rooms-list-public shows both) can play, pause, seek or delete that room, and post or report as any member. "+
+			"Set ANIMESYNC_IDENTITY=member once your clients send the member_token (see docs/SECURITY.md).")
+	}
+	return w
+}
+
 // FromEnv reads the configuration. getenv is os.Getenv outside tests.
 func FromEnv(getenv func(string) string) (*Config, error) {
 	if getenv == nil {
@@ -122,6 +149,7 @@ func FromEnv(getenv func(string) string) (*Config, error) {
 	r := reader{get: getenv}
 	c := &Config{
 		Env:             r.str("ANIMESYNC_ENV", "development"),
+		Identity:        r.str("ANIMESYNC_IDENTITY", IdentityOpen),
 		DBURL:           firstNonEmpty(getenv("SUPABASE_DB_URL"), getenv("DATABASE_URL")),
 		Host:            r.str("HOST", "0.0.0.0"),
 		Port:            r.integer("PORT", 54321),
@@ -193,6 +221,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.Env != "development" && c.Env != "production" {
 		errs = append(errs, fmt.Errorf("ANIMESYNC_ENV=%q: want development or production", c.Env))
+	}
+	if c.Identity != IdentityOpen && c.Identity != IdentityMember {
+		errs = append(errs, fmt.Errorf("ANIMESYNC_IDENTITY=%q: want open or member", c.Identity))
 	}
 	if c.Port < 1 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("PORT=%d: want 1-65535", c.Port))

@@ -78,3 +78,36 @@ func TestInvalidConfiguration(t *testing.T) {
 		t.Errorf("%+v", c)
 	}
 }
+
+func TestIdentityModeDefaultsToOpenAndRefusesOthers(t *testing.T) {
+	c, err := FromEnv(env(nil))
+	if err != nil || c.Identity != IdentityOpen || c.MemberIdentity() {
+		t.Fatalf("default: %v %v", c, err)
+	}
+	c, err = FromEnv(env(map[string]string{"ANIMESYNC_IDENTITY": "member"}))
+	if err != nil || !c.MemberIdentity() {
+		t.Fatalf("member: %v %v", c, err)
+	}
+	if _, err := FromEnv(env(map[string]string{"ANIMESYNC_IDENTITY": "closed"})); err == nil || !strings.Contains(err.Error(), "ANIMESYNC_IDENTITY") {
+		t.Fatalf("unknown mode: %v", err)
+	}
+}
+
+func TestProductionInOpenModeWarnsOnce(t *testing.T) {
+	prod := map[string]string{"ANIMESYNC_ENV": "production", "SUPABASE_JWT_SECRET": strings.Repeat("p", 40)}
+	c, err := FromEnv(env(prod))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := c.Warnings()
+	if len(w) != 1 || !strings.Contains(w[0], "ANIMESYNC_IDENTITY=open") || !strings.Contains(w[0], "ANIMESYNC_IDENTITY=member") {
+		t.Fatalf("warnings: %q", w)
+	}
+	prod["ANIMESYNC_IDENTITY"] = "member"
+	if c, _ = FromEnv(env(prod)); len(c.Warnings()) != 0 {
+		t.Fatalf("member mode in production warns: %q", c.Warnings())
+	}
+	if c, _ = FromEnv(env(nil)); len(c.Warnings()) != 0 {
+		t.Fatalf("development warns: %q", c.Warnings())
+	}
+}

@@ -12,19 +12,22 @@ import (
 // checkKey is Supabase's verify_jwt. With verify on, a request without a
 // valid project key or token gets the gateway's 401. With it off, a valid
 // credential still identifies the caller (a signed-in user's sub binds
-// user_id) and an invalid one is ignored, as the open platform expects.
+// user_id) and an invalid one is ignored, as the open platform expects;
+// the refusal is kept for the member identity mode, which names it.
 func checkKey(v *auth.Verifier, verify bool) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			req := c.Request()
 			claims, err := v.VerifyRequest(req.Header.Get("Authorization"), req.Header.Get("apikey"))
+			ctx := req.Context()
 			if err != nil {
 				if verify {
 					return unauthorized(c, err)
 				}
 				claims = nil
+				ctx = auth.WithRefused(ctx, err)
 			}
-			c.SetRequest(req.WithContext(auth.WithClaims(req.Context(), claims)))
+			c.SetRequest(req.WithContext(auth.WithClaims(ctx, claims)))
 			return next(c)
 		}
 	}
