@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/animesync/animesync/shared/api"
+	"github.com/animesync/animesync/shared/auth"
 )
 
 // PresenceReports turns realtime presence on room:<room_id> into member
@@ -17,6 +18,11 @@ import (
 // called members-update-status; while it stays present its last_seen_at
 // keeps moving, so it is online in every animesync process sharing the
 // database. Presence leave stops that, which starts the host-silence grace.
+//
+// The identity rules of the functions hold here too: a channel whose token
+// is a signed-in session or the room's member_token may only report as
+// that user, and in member mode (ANIMESYNC_IDENTITY=member) a track counts
+// only when the channel's token proves the member it names.
 type PresenceReports struct {
 	deps *Deps
 
@@ -30,7 +36,7 @@ func NewPresenceReports(d *Deps) *PresenceReports {
 }
 
 // PresenceTrack records a member's tracked state as a report.
-func (p *PresenceReports) PresenceTrack(ctx context.Context, topic, key string, meta map[string]any) {
+func (p *PresenceReports) PresenceTrack(ctx context.Context, topic, key string, meta map[string]any, proof *auth.Claims) {
 	roomID, ok := strings.CutPrefix(topic, "room:")
 	if !ok {
 		return
@@ -53,6 +59,11 @@ func (p *PresenceReports) PresenceTrack(ctx context.Context, topic, key string, 
 	}
 	if err := req.validate(); err != nil {
 		p.deps.Log.Debug("presence: not a member report", "topic", topic, "key", key, "error", err)
+		return
+	}
+	if !p.proven(proof, &req) {
+		// Whatever this key reported before no longer keeps anyone online.
+		p.forget(roomID, key)
 		return
 	}
 	p.mu.Lock()
@@ -86,12 +97,28 @@ func number(v any) (float64, bool) {
 	return 0, false
 }
 
+// proven applies the identity rules to a track: the same as a
+// members-update-status call carrying the channel's token.
+func (p *PresenceReports) proven(proof *auth.Claims, req *membersUpdateStatusRequest) bool {
+	_, pr, err := identify(proof, "user_id", req.UserID, req.RoomID)
+	if err == nil && (pr == proven || !p.deps.Cfg.MemberIdentity()) {
+		return true
+	}
+	p.deps.Log.Debug("presence: the channel's token does not prove the member; not a report",
+		"room_id", req.RoomID, "user_id", req.UserID, "error", err)
+	return false
+}
+
 // PresenceLeave forgets a member's presence; its last_seen_at stops moving.
 func (p *PresenceReports) PresenceLeave(_ context.Context, topic, key string) {
 	roomID, ok := strings.CutPrefix(topic, "room:")
 	if !ok {
 		return
 	}
+	p.forget(roomID, key)
+}
+
+func (p *PresenceReports) forget(roomID, key string) {
 	p.mu.Lock()
 	delete(p.present[roomID], key)
 	if len(p.present[roomID]) == 0 {

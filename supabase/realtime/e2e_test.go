@@ -575,3 +575,34 @@ func presenceMetas(t *testing.T, payload json.RawMessage, section, key string) [
 	}
 	return keys[key].Metas
 }
+
+// The sink learns which token tracked: the channel's access_token when the
+// join carried one (what supabase.realtime.setAuth sends), else the
+// socket's key. Member identity mode decides from it whether a track is
+// a member report.
+func TestPresenceSinkGetsTheChannelsToken(t *testing.T) {
+	sink := newRecordingSink()
+	ts := startServer(t, nil, sink)
+	memberToken, err := testVerifier().MintRoomToken("m1", "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ts.dial(t, config.DevAnonKey, "2.0.0")
+	aj, _ := a.join("realtime:room:r1", joinOpts{presenceKey: "tab-a", presenceEnabled: true, accessToken: memberToken})
+	a.expect("presence_state")
+	a.push(aj, "realtime:room:r1", "presence", map[string]any{"type": "presence", "event": "track", "payload": map[string]any{"user_id": "m1"}})
+	b := ts.dial(t, config.DevAnonKey, "2.0.0")
+	bj, _ := b.join("realtime:room:r1", joinOpts{presenceKey: "tab-b", presenceEnabled: true})
+	b.expect("presence_state")
+	b.push(bj, "realtime:room:r1", "presence", map[string]any{"type": "presence", "event": "track", "payload": map[string]any{"user_id": "m1"}})
+	sink.waitFor(t, "track room:r1 tab-a", "track room:r1 tab-b")
+
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if p := sink.proofs[0]; !p.IsMemberToken() || p.Subject != "m1" || p.RoomID != "r1" {
+		t.Errorf("tab-a's proof: %+v, want the member token", p)
+	}
+	if p := sink.proofs[1]; p == nil || p.IsMemberToken() || p.Role != "anon" {
+		t.Errorf("tab-b's proof: %+v, want the socket's anon key", p)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/animesync/animesync/shared/auth"
 )
 
 // PresenceSink receives presence changes so that they can outlive this
@@ -22,11 +24,13 @@ import (
 // sink; when the queue is full, events are dropped and logged. topic is the
 // sub-topic without "realtime:" (for example "room:<room_id>"), key is the
 // presence key (config.presence.key, or a server-generated UUID), meta is
-// the tracked payload object. Track is called for every track that changes
-// the payload; Leave when the last presence of that key on the topic is
-// untracked, leaves with its channel or drops with its socket.
+// the tracked payload object, proof the tracking channel's verified token
+// (its join access_token, else the socket's; nil when it had none), which
+// is what the sink may believe about who tracks. Track is called for every
+// track that changes the payload; Leave when the last presence of that key
+// on the topic is untracked, leaves with its channel or drops with its socket.
 type PresenceSink interface {
-	PresenceTrack(ctx context.Context, topic string, key string, meta map[string]any)
+	PresenceTrack(ctx context.Context, topic string, key string, meta map[string]any, proof *auth.Claims)
 	PresenceLeave(ctx context.Context, topic string, key string)
 }
 
@@ -203,7 +207,7 @@ func (c *conn) presence(ch *channel, m Message) {
 		}
 		ch.t.mu.Unlock()
 		if ch.t.track(ch, meta, canon) {
-			c.srv.presenceTracked(ch.sub, ch.presenceKey, meta)
+			c.srv.presenceTracked(ch.sub, ch.presenceKey, meta, ch.claims)
 		}
 		reply(replyOK)
 	case "untrack":

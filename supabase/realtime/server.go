@@ -373,13 +373,14 @@ func (s *Server) shutdown() {
 type presenceEvent struct {
 	topic, key string
 	meta       map[string]any // nil: leave
+	proof      *auth.Claims
 }
 
-func (s *Server) presenceTracked(topic, key string, meta map[string]any) {
+func (s *Server) presenceTracked(topic, key string, meta map[string]any, proof *auth.Claims) {
 	if meta == nil {
 		meta = map[string]any{}
 	}
-	s.queuePresence(presenceEvent{topic: topic, key: key, meta: meta})
+	s.queuePresence(presenceEvent{topic: topic, key: key, meta: meta, proof: proof})
 }
 
 func (s *Server) presenceLeft(topic, key string) {
@@ -437,6 +438,6 @@ func (s *Server) deliverPresence(ctx context.Context, ev presenceEvent) {
 	if ev.meta == nil {
 		s.sink.PresenceLeave(ctx, ev.topic, ev.key)
 	} else {
-		s.sink.PresenceTrack(ctx, ev.topic, ev.key, ev.meta)
+		s.sink.PresenceTrack(ctx, ev.topic, ev.key, ev.meta, ev.proof)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/animesync/animesync/shared/auth"
 )
 
 // recordingSink records PresenceSink calls as "track <topic> <key>" and
@@ -14,15 +16,17 @@ type recordingSink struct {
 	mu     sync.Mutex
 	events []string
 	metas  []map[string]any
+	proofs []*auth.Claims
 }
 
 func newRecordingSink() *recordingSink { return &recordingSink{} }
 
-func (r *recordingSink) PresenceTrack(_ context.Context, topic, key string, meta map[string]any) {
+func (r *recordingSink) PresenceTrack(_ context.Context, topic, key string, meta map[string]any, proof *auth.Claims) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, "track "+topic+" "+key)
 	r.metas = append(r.metas, meta)
+	r.proofs = append(r.proofs, proof)
 }
 
 func (r *recordingSink) PresenceLeave(_ context.Context, topic, key string) {
