@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -145,4 +147,42 @@ func TestStatusNeverPrintsSecretsInProduction(t *testing.T) {
 	if !strings.Contains(out.String(), config.DevJWTSecret) {
 		t.Errorf("development status should show the demo JWT secret:\n%s", out.String())
 	}
+}
+
+// serve in production with the open identity mode says so once, at start,
+// naming the risk and the setting; member mode says nothing.
+func TestServeWarnsOnceAboutOpenIdentityInProduction(t *testing.T) {
+	t.Setenv("ANIMESYNC_ENV", "production")
+	t.Setenv("SUPABASE_JWT_SECRET", "prod-jwt-secret-0123456789-0123456789-abcdef")
+	t.Setenv("SUPABASE_DB_URL", "postgres://app@127.0.0.1:1/platform?sslmode=disable")
+	t.Setenv("DATABASE_STARTUP_TIMEOUT", "1ms")
+	t.Setenv("LOG_LEVEL", "warn")
+	for mode, want := range map[string]int{"open": 1, "member": 0} {
+		t.Setenv("ANIMESYNC_IDENTITY", mode)
+		logged := captureStderr(t, func() { _ = run(context.Background(), []string{"serve"}, &bytes.Buffer{}) })
+		if n := strings.Count(logged, "ANIMESYNC_IDENTITY=open in production"); n != want {
+			t.Errorf("%s mode: the warning appears %d times, want %d:\n%s", mode, n, want, logged)
+		}
+	}
+}
+
+// captureStderr runs f with os.Stderr (where serve logs) going to a pipe.
+func captureStderr(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stderr
+	os.Stderr = w
+	done := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(r)
+		done <- string(b)
+	}()
+	defer func() { os.Stderr = saved }()
+	f()
+	os.Stderr = saved
+	_ = w.Close()
+	return <-done
 }
