@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -430,5 +431,45 @@ func TestMemberTokenPassesVerifyJWT(t *testing.T) {
 		append(anon, "Authorization", "Bearer "+expired)...)
 	if res.Status != http.StatusUnauthorized || res.Header.Get("sb-error-code") != auth.CodeLegacyJWT {
 		t.Fatalf("expired member_token at the gateway: %d %v %s", res.Status, res.Header, res.Body)
+	}
+}
+
+// TestMemberModeConcurrentHijackAttempts: strangers re-joining as the host
+// all at once, while the host itself re-joins and plays, get no token and
+// change nothing; the host's calls all succeed.
+func TestMemberModeConcurrentHijackAttempts(t *testing.T) {
+	api := servertest.New(t, servertest.Options{Env: map[string]string{"ANIMESYNC_IDENTITY": "member"}})
+	c := newIdentityCase(t, api)
+	const attackers = 16
+	var wg sync.WaitGroup
+	results := make(chan *servertest.Response, attackers)
+	for i := 0; i < attackers; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			token := config.DevAnonKey
+			if i%2 == 1 {
+				token = c.memberToken // a member trying the host's name
+			}
+			results <- api.Post("rooms-join", map[string]any{"room_id": c.room, "user_id": c.host, "username": "hijacked"},
+				"Authorization", "Bearer "+token)
+		}(i)
+	}
+	hostRes := api.Post("rooms-join", map[string]any{"room_id": c.room, "user_id": c.host, "username": c.host},
+		"Authorization", "Bearer "+c.hostToken)
+	played := api.Post("sync-control", map[string]any{"room_id": c.room, "action": "play", "current_time": 5},
+		"Authorization", "Bearer "+c.hostToken)
+	wg.Wait()
+	close(results)
+	for res := range results {
+		if res.Status != http.StatusUnauthorized && res.Status != http.StatusForbidden {
+			t.Errorf("a hijack attempt got %d: %s", res.Status, res.Body)
+		}
+	}
+	if hostRes.Status != http.StatusOK || played.Status != http.StatusOK {
+		t.Fatalf("the host: re-join %d %s, play %d %s", hostRes.Status, hostRes.Body, played.Status, played.Body)
+	}
+	if name := scalar[string](t, api, `select host_username from public.rooms where room_id = $1`, c.room); name != c.host {
+		t.Fatalf("host_username %q after the attempts", name)
 	}
 }
