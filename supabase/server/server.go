@@ -32,6 +32,7 @@ import (
 	"github.com/animesync/animesync/supabase/realtime/cluster"
 	"github.com/animesync/animesync/supabase/replication"
 	"github.com/animesync/animesync/supabase/upstream"
+	"github.com/animesync/animesync/supabase/web"
 )
 
 // Server is a running animesync.
@@ -200,6 +201,13 @@ func NewApp(c Components) *App {
 	})
 	if app.Realtime != nil {
 		app.Realtime.Register(app.Echo)
+	}
+	if c.Config != nil {
+		web.Register(app.Echo, web.Options{
+			PublishableKey: c.Config.PublishableKey, AnonKey: c.Config.AnonKey, Upstream: c.Upstream != nil,
+			PresenceIntervalMS: c.Config.PresenceInterval.Milliseconds(), SyncToleranceMS: c.Config.SyncTolerance.Milliseconds(),
+			SyncLeadTimeMS: c.Config.SyncLeadTime.Milliseconds(),
+		})
 	}
 	return app
 }
