@@ -173,7 +173,7 @@ try {
   if (shots) {
     await act('pause', () => host.page.getByRole('button', { name: 'Pause for everyone' }).click(), 1500)
     await host.page.screenshot({ path: path.join(shots, 'watch-host.png') })
-    await member.page.screenshot({ path: path.join(shots, 'watch-member.png'), fullPage: true })
+    await member.page.screenshot({ path: path.join(shots, 'watch-member.png') })
     ok('screenshots in ' + path.relative(root, shots))
   } else {
     await act('pause', () => host.page.getByRole('button', { name: 'Pause for everyone' }).click(), 1500)
@@ -182,6 +182,16 @@ try {
   await checkPage(host)
   await checkPage(member)
   await checkPage(late)
+
+  if (plan === 'full') {
+    await rateLimitInWords(late)
+    // The host leaves: the member who joined first takes over, and sees it.
+    await host.page.getByRole('button', { name: 'Leave room' }).click()
+    await member.page.locator('#toast').getByText('You are now the host').waitFor({ timeout: 10000 })
+    await member.page.locator('#host-controls').waitFor({ state: 'visible' })
+    await expectText(late.page, '#toast', 'Member is now the host')
+    ok('host transfer: the member is told it is the host and gets the controls; the others are told who')
+  }
 
   // --- figures ---------------------------------------------------------------
   const h = await collect(host)
@@ -298,6 +308,21 @@ async function wrongKeyInWords (who) {
   await who.page.locator('#notice').getByText('access key is wrong').waitFor({ timeout: 10000 })
   expectedErrors.push({ name: who.name, from, to: Date.now(), match: /status of 403/ })
   ok('a wrong access key is explained in words: ' + await who.page.locator('#notice').textContent())
+}
+
+// Comments are limited to 5 a minute: the sixth is refused in words, with
+// the time to wait.
+async function rateLimitInWords (who) {
+  const form = who.page.locator('#comment-form')
+  const from = Date.now()
+  for (let i = 1; i <= 6; i++) {
+    await form.locator('textarea').fill(`comment ${i}`)
+    await form.getByRole('button', { name: 'Post' }).click()
+    await who.page.waitForFunction(() => !document.querySelector('#comment-form button[type=submit]').disabled)
+  }
+  const text = await who.page.locator('#notice').getByText(/too many at once\. Try again in \d+ seconds?\./).textContent({ timeout: 10000 })
+  expectedErrors.push({ name: who.name, from, to: Date.now(), match: /status of 429/ })
+  ok('the comment rate limit is explained in words: ' + text)
 }
 
 // checkPage: every control has a name, nothing overflows the viewport.

@@ -119,6 +119,8 @@ class Room {
     this.scheduleClock(0)
     this.every(this.config.presence_interval_ms || 3000, () => { this.report(); this.loadMembers() })
     this.every(250, () => this.renderPosition())
+    // The channel says whether we are live; the browser whether we are online.
+    this.every(1000, () => this.setConnection(!navigator.onLine ? 'offline' : this.channel?.state === 'joined' ? 'live' : 'reconnecting'))
     this.loadMembers()
     this.listen(window, 'online', () => this.reconnect())
     this.listen(window, 'offline', () => this.setConnection('offline'))
@@ -181,6 +183,7 @@ class Room {
   }
 
   setConnection (what) {
+    if ($('connection').dataset.state === what) return
     const words = {
       live: 'Live',
       reconnecting: 'Reconnecting…',
@@ -321,9 +324,9 @@ class Room {
     this.listen(seek, 'change', () => { this.dragging = false; this.hostSeek(Number(seek.value)) })
     this.listen($('rate'), 'change', (ev) => this.hostRate(Number(ev.target.value)))
     this.listen($('sound'), 'click', (ev) => {
+      // The page starts muted: browsers let only a muted video start by itself.
       v.muted = !v.muted
-      ev.target.textContent = v.muted ? 'Sound off' : 'Sound on'
-      ev.target.setAttribute('aria-pressed', String(!v.muted))
+      ev.target.textContent = v.muted ? 'Unmute' : 'Mute'
     })
     this.listen($('copy-link'), 'click', async () => {
       const link = $('share-link')
