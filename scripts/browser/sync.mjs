@@ -197,11 +197,16 @@ try {
   const h = await collect(host)
   const m = await collect(member)
   const l = await collect(late)
+  // The late joiner and the reconnecting member have figures of their own
+  // (time to converge); their drift counts from then on, and at least one
+  // second after the join or the return, like after any other action.
+  const lateJoin = convergence(driftSeries(h.samples, l.samples, [], true), joinAt)
+  const reconnect = onlineAt ? convergence(driftSeries(h.samples, m.samples, [], true), onlineAt) : null
   const skip = actions.map((a) => [a.at, a.at + SETTLE_MS])
-  if (offline) skip.push([offline.from, offline.to + SETTLE_MS])
+  if (offline) skip.push([offline.from, offline.to + Math.max(SETTLE_MS, reconnect ?? Infinity)])
   const drifts = [
     ...driftSeries(h.samples, m.samples, skip),
-    ...driftSeries(h.samples, l.samples, [...skip, [0, joinAt + SETTLE_MS]]),
+    ...driftSeries(h.samples, l.samples, [...skip, [0, joinAt + Math.max(SETTLE_MS, lateJoin ?? Infinity)]]),
   ].map((d) => Math.abs(d.drift) * 1000)
   if (drifts.length < 20) fail(`only ${drifts.length} drift samples while playing`)
   const reactions = []
@@ -214,8 +219,6 @@ try {
       else reactions.push(r)
     }
   }
-  const lateJoin = convergence(driftSeries(h.samples, l.samples, [], true), joinAt)
-  const reconnect = onlineAt ? convergence(driftSeries(h.samples, m.samples, [], true), onlineAt) : null
   if (process.env.BROWSER_TEST_DUMP) {
     const { writeFileSync } = await import('node:fs')
     writeFileSync(process.env.BROWSER_TEST_DUMP, JSON.stringify({ actions, joinAt, onlineAt, offline, host: h, member: m, late: l }))

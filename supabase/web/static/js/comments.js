@@ -8,9 +8,10 @@ const PAGE = 20
 
 export class Comments {
   // room: the room row; me: { userId, username }; player: { time(), canSeek(), seek(t) };
-  // auth: headers that let row-level security show this room's comments.
-  constructor (supabase, room, me, player, auth) {
-    Object.assign(this, { supabase, room, me, player, auth })
+  // auth: headers that let row-level security show this room's comments;
+  // memberAuth: the member's proof for posting in the room.
+  constructor (supabase, room, me, player, auth, memberAuth) {
+    Object.assign(this, { supabase, room, me, player, auth, memberAuth })
     this.sort = 'newest'
     this.loaded = []
     this.total = 0
@@ -128,7 +129,7 @@ export class Comments {
     else if (f.at_time?.checked) body.video_timestamp = Math.round(this.player.time() * 1000) / 1000
     button.disabled = true
     try {
-      await invoke(this.supabase, 'comments-create', body)
+      await invoke(this.supabase, 'comments-create', body, { headers: this.memberAuth })
       notice('')
       if (parent) { this.drafts.delete(parent.id); form.remove() }
       else f.message.value = ''

@@ -1,6 +1,7 @@
 // The home view: create a room, join one by id and key, or pick a public one.
 import { invoke, describe } from './api.js'
 import { $, el, show, notice, identity, rememberName, rememberRoom } from './ui.js'
+import { memberToken } from './room.js'
 
 let started = false
 
@@ -29,7 +30,7 @@ export function startHome (ctx) {
     try {
       const data = await invoke(ctx.supabase, 'rooms-create', body)
       notice('')
-      rememberRoom(data.room.room_id, { access_key: data.access_key || '', username })
+      rememberRoom(data.room.room_id, { access_key: data.access_key || '', username, member_token: memberToken(data) })
       ctx.navigate('/watch/' + data.room.room_id, { ...data, access_key_shown: data.access_key })
     } catch (err) {
       notice(describe(err, 'Could not create the room'))

@@ -58,13 +58,26 @@ export async function joinGate (ctx, roomId) {
   })
 }
 
+// join enters a room. A member re-joining shows its member_token (the
+// realtime_token), which member mode (ANIMESYNC_IDENTITY=member) requires;
+// a token the server no longer takes is dropped and the join retried.
 async function join (ctx, roomId, username, accessKey) {
   const body = { room_id: roomId, user_id: identity().userId, username }
   if (accessKey) body.access_key = accessKey
-  const data = await invoke(ctx.supabase, 'rooms-join', body)
-  rememberRoom(roomId, { access_key: accessKey || '', username })
+  const token = rememberedRoom(roomId)?.member_token
+  let data
+  try {
+    data = await invoke(ctx.supabase, 'rooms-join', body, { headers: token ? bearer(token) : undefined })
+  } catch (err) {
+    if (!token || !['MEMBER_TOKEN_INVALID', 'WRONG_ROOM_TOKEN', 'IDENTITY_MISMATCH'].includes(err.code)) throw err
+    data = await invoke(ctx.supabase, 'rooms-join', body)
+  }
+  rememberRoom(roomId, { access_key: accessKey || '', username, member_token: memberToken(data) })
   return data
 }
+
+export const memberToken = (data) => data.member_token || data.realtime_token || ''
+const bearer = (token) => ({ Authorization: 'Bearer ' + token })
 
 // openRoom shows a room from a rooms-create or rooms-join answer.
 export function openRoom (ctx, data) {
@@ -83,7 +96,11 @@ class Room {
     this.id = data.room.room_id
     this.me = { userId: data.member.user_id, username: data.member.username }
     this.token = data.realtime_token
-    this.auth = this.token ? { Authorization: 'Bearer ' + this.token } : undefined
+    // The member_token proves who we are on room-scoped calls (required in
+    // member mode); the realtime_token lets row-level security show a
+    // private room's comments. The server issues one token for both.
+    this.auth = this.token ? bearer(this.token) : undefined
+    this.memberAuth = memberToken(data) ? bearer(memberToken(data)) : undefined
     this.channelName = data.realtime_channel || 'room:' + this.id
     this.members = data.members || [data.member]
     this.hostId = this.room.host_user_id
@@ -110,7 +127,7 @@ class Room {
       time: () => this.video.currentTime,
       canSeek: () => this.isHost,
       seek: (t) => this.hostSeek(t),
-    }, this.auth)
+    }, this.auth, this.memberAuth)
     this.comments.load()
     // The host state first: playback can start before the channel is joined.
     const first = this.sampleClock().catch((err) => notice(describe(err, 'Could not read the host’s position')))
@@ -374,7 +391,7 @@ class Room {
     const body = { room_id: this.id, user_id: this.me.userId, action, current_time: Math.max(0, Math.round(currentTime * 1000) / 1000) }
     if (playbackRate) body.playback_rate = playbackRate
     try {
-      const data = await invoke(this.supabase, 'sync-control', body)
+      const data = await invoke(this.supabase, 'sync-control', body, { headers: this.memberAuth })
       notice('')
       this.follower.apply(data.state)
     } catch (err) {
@@ -420,7 +437,7 @@ class Room {
 
   async leave () {
     try {
-      await invoke(this.supabase, 'rooms-leave', { room_id: this.id, user_id: this.me.userId })
+      await invoke(this.supabase, 'rooms-leave', { room_id: this.id, user_id: this.me.userId }, { headers: this.memberAuth })
     } catch (err) {
       if (err.code !== 'NOT_A_MEMBER' && err.code !== 'ROOM_NOT_FOUND') { notice(describe(err, 'Could not leave')); return }
     }
@@ -437,7 +454,7 @@ class Room {
       return
     }
     try {
-      await invoke(this.supabase, 'rooms-delete', { room_id: this.id, user_id: this.me.userId })
+      await invoke(this.supabase, 'rooms-delete', { room_id: this.id, user_id: this.me.userId }, { headers: this.memberAuth })
       forgetRoom(this.id)
       this.close()
       this.ctx.navigate('/')
@@ -458,7 +475,8 @@ class Room {
     this.channel.track({ user_id: this.me.userId, username: this.me.username, ...pos, at: Math.round(this.clock.serverNow()) })
       .catch(() => {})
     if (this.config.mode === 'upstream') {
-      invoke(this.supabase, 'members-update-status', { room_id: this.id, user_id: this.me.userId, ...pos }).catch(() => {})
+      invoke(this.supabase, 'members-update-status', { room_id: this.id, user_id: this.me.userId, ...pos }, { headers: this.memberAuth })
+        .catch(() => {})
     }
   }
 
