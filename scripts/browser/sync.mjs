@@ -173,6 +173,7 @@ try {
   if (shots) {
     await act('pause', () => host.page.getByRole('button', { name: 'Pause for everyone' }).click(), 1500)
     await host.page.screenshot({ path: path.join(shots, 'watch-host.png') })
+    await member.page.evaluate(() => window.scrollTo(0, 0))
     await member.page.screenshot({ path: path.join(shots, 'watch-member.png') })
     ok('screenshots in ' + path.relative(root, shots))
   } else {
