@@ -3,12 +3,10 @@ package functions
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/animesync/animesync/shared/api"
 	"github.com/animesync/animesync/shared/auth"
 )
 
@@ -19,6 +17,17 @@ import (
 // keeps moving, so it is online in every animesync process sharing the
 // database. Presence leave stops that, which starts the host-silence grace.
 //
+// PresenceTrack and PresenceLeave never block, never touch the database and
+// never drop anything: both are called on the realtime server's presence
+// path (and by anything else that feeds presence, such as an upstream
+// follower). A track replaces the member's pending report — only the latest
+// position matters — so what is pending is bounded by the number of members
+// present, not by the rate of tracks. Run writes what is pending in batches
+// (many members per statement, presenceFlushEvery apart) and keeps a
+// report that could not be written until it can. A leave is applied at
+// once, in memory: it is what stops last_seen_at moving, so it cannot be
+// lost to a full queue or a slow database.
+//
 // The identity rules of the functions hold here too: a channel whose token
 // is a signed-in session or the room's member_token may only report as
 // that user, and in member mode (ANIMESYNC_IDENTITY=member) a track counts
@@ -28,18 +37,72 @@ type PresenceReports struct {
 
 	mu      sync.Mutex
 	present map[string]map[string]string // room → presence key → user_id
+	pending map[memberRef]*pendingReport // latest unwritten report per member
+	// written are the members whose report was stored since the last touch:
+	// their last_seen_at has just moved, touch skips them.
+	written map[memberRef]struct{}
+	writing int           // reports taken by the flush under way
+	wake    chan struct{} // 1 slot: something is pending
 }
+
+// memberRef is one room_members row.
+type memberRef struct{ room, user string }
+
+// pendingReport is a member's latest report, with when it was made.
+type pendingReport struct {
+	req    membersUpdateStatusRequest
+	seenAt time.Time // the latest track
+	posAt  time.Time // when req.CurrentTime was reported (zero: no position)
+}
+
+// presenceFlushEvery is the coalescing window: tracks of a member within it
+// become one write, and the members of all rooms share a statement.
+const presenceFlushEvery = 100 * time.Millisecond
 
 // NewPresenceReports builds the sink the realtime server feeds.
 func NewPresenceReports(d *Deps) *PresenceReports {
-	return &PresenceReports{deps: d, present: map[string]map[string]string{}}
+	return &PresenceReports{
+		deps:    d,
+		present: map[string]map[string]string{},
+		pending: map[memberRef]*pendingReport{},
+		written: map[memberRef]struct{}{},
+		wake:    make(chan struct{}, 1),
+	}
 }
 
-// PresenceTrack records a member's tracked state as a report.
-func (p *PresenceReports) PresenceTrack(ctx context.Context, topic, key string, meta map[string]any, proof *auth.Claims) {
-	roomID, ok := strings.CutPrefix(topic, "room:")
+// PresenceTrack records a member's tracked state as a report, to be
+// written by Run. proof is the tracking channel's verified token.
+func (p *PresenceReports) PresenceTrack(_ context.Context, topic, key string, meta map[string]any, proof *auth.Claims) {
+	req, ok := p.reportOf(topic, key, meta)
 	if !ok {
 		return
+	}
+	if !p.proven(proof, &req) {
+		// Whatever this key reported before no longer keeps anyone online.
+		p.forget(req.RoomID, key)
+		return
+	}
+	now := p.deps.now()
+	ref := memberRef{req.RoomID, req.UserID}
+	p.mu.Lock()
+	if p.present[req.RoomID] == nil {
+		p.present[req.RoomID] = map[string]string{}
+	}
+	p.present[req.RoomID][key] = req.UserID
+	p.pending[ref] = mergeReport(p.pending[ref], req, now)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// reportOf reads a member report from presence meta; ok is false for
+// presence that is not one (another topic, no valid user or position).
+func (p *PresenceReports) reportOf(topic, key string, meta map[string]any) (membersUpdateStatusRequest, bool) {
+	roomID, ok := strings.CutPrefix(topic, "room:")
+	if !ok {
+		return membersUpdateStatusRequest{}, false
 	}
 	req := membersUpdateStatusRequest{RoomID: roomID, UserID: key}
 	if u, ok := meta["user_id"].(string); ok && u != "" {
@@ -59,28 +122,36 @@ func (p *PresenceReports) PresenceTrack(ctx context.Context, topic, key string, 
 	}
 	if err := req.validate(); err != nil {
 		p.deps.Log.Debug("presence: not a member report", "topic", topic, "key", key, "error", err)
-		return
+		return req, false
 	}
-	if !p.proven(proof, &req) {
-		// Whatever this key reported before no longer keeps anyone online.
-		p.forget(roomID, key)
-		return
+	return req, true
+}
+
+// mergeReport folds a newer report into the pending one: what the newer
+// one says wins, what it leaves out (a track without a position, say) keeps
+// the older value, and with it the time that position was reported.
+func mergeReport(old *pendingReport, req membersUpdateStatusRequest, now time.Time) *pendingReport {
+	next := &pendingReport{req: req, seenAt: now}
+	if req.CurrentTime != nil {
+		next.posAt = now
 	}
-	p.mu.Lock()
-	if p.present[roomID] == nil {
-		p.present[roomID] = map[string]string{}
+	if old == nil {
+		return next
 	}
-	p.present[roomID][key] = req.UserID
-	p.mu.Unlock()
-	if _, err := p.deps.recordReport(ctx, &req); err != nil {
-		var ae *api.Error
-		if errors.As(err, &ae) {
-			// Not a member, or no such room: presence of a stranger is no report.
-			p.deps.Log.Debug("presence: report refused", "room_id", roomID, "user_id", req.UserID, "code", ae.Code)
-			return
-		}
-		p.deps.Log.Warn("presence: store report", "room_id", roomID, "user_id", req.UserID, "error", err)
+	r := &next.req
+	if r.Username == "" {
+		r.Username = old.req.Username
 	}
+	if r.CurrentTime == nil {
+		r.CurrentTime, next.posAt = old.req.CurrentTime, old.posAt
+	}
+	if r.IsPlaying == nil {
+		r.IsPlaying = old.req.IsPlaying
+	}
+	if r.IsBuffering == nil {
+		r.IsBuffering = old.req.IsBuffering
+	}
+	return next
 }
 
 // number reads a JSON number from presence meta: the realtime server
@@ -110,6 +181,7 @@ func (p *PresenceReports) proven(proof *auth.Claims, req *membersUpdateStatusReq
 }
 
 // PresenceLeave forgets a member's presence; its last_seen_at stops moving.
+// A report still pending is written: it is the member's last position.
 func (p *PresenceReports) PresenceLeave(_ context.Context, topic, key string) {
 	roomID, ok := strings.CutPrefix(topic, "room:")
 	if !ok {
@@ -127,36 +199,107 @@ func (p *PresenceReports) forget(roomID, key string) {
 	p.mu.Unlock()
 }
 
-// Run marks every present member as seen once per presence interval: the
-// realtime server reports a track only when its payload changes, and a
-// paused member's payload does not.
+// Present reports how many presence keys are present in a room.
+func (p *PresenceReports) Present(roomID string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.present[roomID])
+}
+
+// Pending reports how many members' reports are not written yet.
+func (p *PresenceReports) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.pending) + p.writing
+}
+
+// Run writes pending reports in batches, and marks every present member
+// as seen once per presence interval (the realtime server reports a track
+// only when its payload changes, and a paused member's payload does not).
+// When ctx ends it writes what is still pending, within a short deadline.
 func (p *PresenceReports) Run(ctx context.Context) error {
-	t := time.NewTicker(p.deps.Cfg.PresenceInterval)
-	defer t.Stop()
+	touch := time.NewTicker(p.deps.Cfg.PresenceInterval)
+	defer touch.Stop()
+	window := time.NewTimer(0)
+	defer window.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			p.flush(last)
 			return nil
-		case <-t.C:
+		case <-touch.C:
 			p.touch(ctx)
+		case <-p.wake:
+			// Let tracks gather for the window since the last flush.
+			select {
+			case <-window.C:
+			case <-ctx.Done():
+				continue
+			}
+			p.flush(ctx)
+			window.Reset(presenceFlushEvery)
 		}
 	}
 }
 
-func (p *PresenceReports) touch(ctx context.Context) {
+// flush writes every pending report. Reports that could not be written
+// for a reason that may pass (the database is away) go back to pending,
+// unless a newer one arrived meanwhile, and are retried at the next flush.
+func (p *PresenceReports) flush(ctx context.Context) {
 	p.mu.Lock()
-	rooms := make(map[string][]string, len(p.present))
-	for room, keys := range p.present {
-		for _, user := range keys {
-			rooms[room] = append(rooms[room], user)
+	if len(p.pending) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	batch := make([]memberReport, 0, len(p.pending))
+	for ref, r := range p.pending {
+		batch = append(batch, memberReport{ref: ref, pendingReport: r})
+	}
+	p.pending = make(map[memberRef]*pendingReport, len(batch))
+	p.writing = len(batch)
+	p.mu.Unlock()
+
+	failed := p.deps.writeMemberReports(ctx, batch)
+
+	p.mu.Lock()
+	p.writing = 0
+	for _, r := range batch {
+		p.written[r.ref] = struct{}{}
+	}
+	for _, r := range failed {
+		delete(p.written, r.ref)
+		if _, newer := p.pending[r.ref]; !newer {
+			p.pending[r.ref] = r.pendingReport
 		}
 	}
+	again := len(p.pending) > 0
 	p.mu.Unlock()
-	for room, users := range rooms {
-		if _, err := p.deps.Pool.Exec(ctx,
-			`update public.room_members set last_seen_at = clock_timestamp() where room_id = $1 and user_id = any($2)`,
-			room, users); err != nil && ctx.Err() == nil {
-			p.deps.Log.Warn("presence: mark members seen", "room_id", room, "error", err)
+	if again {
+		select {
+		case p.wake <- struct{}{}:
+		default:
 		}
+	}
+}
+
+// touch moves last_seen_at of present members whose report was not just
+// written.
+func (p *PresenceReports) touch(ctx context.Context) {
+	p.mu.Lock()
+	var refs []memberRef
+	for room, keys := range p.present {
+		for _, user := range keys {
+			ref := memberRef{room, user}
+			if _, fresh := p.written[ref]; !fresh {
+				refs = append(refs, ref)
+			}
+		}
+	}
+	clear(p.written)
+	p.mu.Unlock()
+	if err := p.deps.touchMembers(ctx, refs); err != nil && ctx.Err() == nil {
+		p.deps.Log.Warn("presence: mark members seen", "members", len(refs), "error", err)
 	}
 }

@@ -19,9 +19,11 @@ import (
 // PresenceSink receives presence changes so that they can outlive this
 // process (animesync stores room members' liveness in the database).
 //
-// The Server calls it from one background goroutine fed by a bounded
-// queue, never from the fan-out path, so a slow database delays only the
-// sink; when the queue is full, events are dropped and logged. topic is the
+// The Server calls it on the presence path, in the order the changes
+// happen (Leave under the topic's lock), so a sink must not block or do
+// I/O: it records the change and writes it later, as
+// functions.PresenceReports does (coalesced per member, in batches), and
+// it must not lose a change. topic is the
 // sub-topic without "realtime:" (for example "room:<room_id>"), key is the
 // presence key (config.presence.key, or a server-generated UUID), meta is
 // the tracked payload object, proof the tracking channel's verified token

@@ -60,8 +60,7 @@ type Server struct {
 	subscriptions SubscriptionValidator
 	replication   func() ReplicationState
 
-	hub   *hub
-	sinkQ chan presenceEvent
+	hub *hub
 
 	cluster *clusterRelay // nil when off
 
@@ -72,7 +71,6 @@ type Server struct {
 	nextConnID   atomic.Uint64
 	channelCount atomic.Int64
 	slowDrops    atomic.Int64
-	sinkDrops    atomic.Int64
 	shuttingDown atomic.Bool
 }
 
@@ -101,7 +99,6 @@ const (
 	replicationWait  = 60 * time.Second // Realtime's replication_ready_timeout
 	idleTimeout      = 60 * time.Second // Phoenix's socket timeout; the client beats every 25 s
 	noChannelTimeout = 10 * time.Minute // NO_CHANNEL_TIMEOUT_IN_MS
-	sinkQueueSize    = 4096
 )
 
 func limitsFrom(cfg *config.Config) limits {
@@ -156,7 +153,6 @@ func New(opts Options) *Server {
 		metrics:  opts.Metrics,
 		now:      time.Now,
 		hub:      newHub(),
-		sinkQ:    make(chan presenceEvent, sinkQueueSize),
 		conns:    make(map[*conn]struct{}),
 
 		subscriptions: opts.Subscriptions,
@@ -296,16 +292,11 @@ func (s *Server) snapshotConns() []*conn {
 }
 
 // Run does the background work until ctx is done: the janitor (idle
-// sockets, sockets without channels, expired channel tokens), the
-// presence sink and the cluster relay. Then it says goodbye to the
-// cluster, closes every socket with 1012 (service restart), after which
-// clients reconnect elsewhere or later, and returns nil.
+// sockets, sockets without channels, expired channel tokens) and the
+// cluster relay. Then it says goodbye to the cluster, closes every socket
+// with 1012 (service restart), after which clients reconnect elsewhere or
+// later, and returns nil.
 func (s *Server) Run(ctx context.Context) error {
-	sinkDone := make(chan struct{})
-	go func() {
-		defer close(sinkDone)
-		s.runSink(ctx)
-	}()
 	s.cluster.start(ctx)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -315,7 +306,6 @@ func (s *Server) Run(ctx context.Context) error {
 			s.cluster.goodbye()
 			s.shutdown()
 			s.cluster.stop()
-			<-sinkDone
 			return nil
 		case <-tick.C:
 			s.sweep(s.now())
@@ -359,7 +349,7 @@ func (s *Server) shutdown() {
 	}
 	wg.Wait()
 	// Wait (briefly) for the readers to clean up, so that their presence
-	// leaves are queued before the sink drains.
+	// leaves reach the sink.
 	cleaned := make(chan struct{})
 	go func() { s.active.Wait(); close(cleaned) }()
 	select {
@@ -369,75 +359,30 @@ func (s *Server) shutdown() {
 	s.log.Info("realtime: closed sockets", "count", len(conns))
 }
 
-// presenceEvent is one queued PresenceSink call.
-type presenceEvent struct {
-	topic, key string
-	meta       map[string]any // nil: leave
-	proof      *auth.Claims
-}
-
+// presenceTracked and presenceLeft hand presence changes to the sink, in
+// the order they happen; the sink must not block (PresenceSink).
 func (s *Server) presenceTracked(topic, key string, meta map[string]any, proof *auth.Claims) {
+	if s.sink == nil {
+		return
+	}
 	if meta == nil {
 		meta = map[string]any{}
 	}
-	s.queuePresence(presenceEvent{topic: topic, key: key, meta: meta, proof: proof})
+	defer s.sinkRecover()
+	s.sink.PresenceTrack(context.Background(), topic, key, meta, proof)
 }
 
 func (s *Server) presenceLeft(topic, key string) {
-	s.queuePresence(presenceEvent{topic: topic, key: key})
-}
-
-// queuePresence never blocks: presence changes happen under topic locks on
-// the fan-out path.
-func (s *Server) queuePresence(ev presenceEvent) {
 	if s.sink == nil {
 		return
 	}
-	select {
-	case s.sinkQ <- ev:
-	default:
-		if s.sinkDrops.Add(1)%100 == 1 {
-			s.log.Warn("realtime: presence sink queue full, dropping events", "dropped_total", s.sinkDrops.Load())
-		}
-	}
+	defer s.sinkRecover()
+	s.sink.PresenceLeave(context.Background(), topic, key)
 }
 
-// runSink feeds the PresenceSink until ctx is done, then drains what is
-// already queued with a short deadline so last leaves are not lost.
-func (s *Server) runSink(ctx context.Context) {
-	if s.sink == nil {
-		<-ctx.Done()
-		return
-	}
-	for {
-		select {
-		case ev := <-s.sinkQ:
-			s.deliverPresence(ctx, ev)
-		case <-ctx.Done():
-			drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			defer cancel()
-			for {
-				select {
-				case ev := <-s.sinkQ:
-					s.deliverPresence(drainCtx, ev)
-				default:
-					return
-				}
-			}
-		}
-	}
-}
-
-func (s *Server) deliverPresence(ctx context.Context, ev presenceEvent) {
-	defer func() {
-		// A sink bug must not take the realtime server down.
-		if r := recover(); r != nil {
-			s.log.Error("realtime: presence sink panicked", "panic", r)
-		}
-	}()
-	if ev.meta == nil {
-		s.sink.PresenceLeave(ctx, ev.topic, ev.key)
-	} else {
-		s.sink.PresenceTrack(ctx, ev.topic, ev.key, ev.meta, ev.proof)
+// sinkRecover keeps a sink bug from taking the realtime server down.
+func (s *Server) sinkRecover() {
+	if r := recover(); r != nil {
+		s.log.Error("realtime: presence sink panicked", "panic", r)
 	}
 }
