@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/animesync/animesync/supabase/realtime/cluster"
@@ -27,6 +28,10 @@ type clusterRelay struct {
 
 	cancel context.CancelFunc // ends the bus and the heartbeats
 	done   chan struct{}
+	// ready is closed once the other nodes on the database know this one
+	// (awaitPeers); sockets are accepted only then, since a node that is
+	// alone publishes nothing.
+	ready chan struct{}
 
 	heartbeat   time.Duration // how often this node says it is alive
 	peerTimeout time.Duration // a peer silent this long is gone
@@ -44,12 +49,21 @@ type clusterRelay struct {
 	// while it applies a message, the heartbeat loop while it expires.
 	mu    sync.Mutex
 	peers map[string]*peer
+	// peerCount is len(peers), read without mu on the broadcast and
+	// presence paths: with no peer, nothing but heartbeats is published.
+	peerCount atomic.Int64
+	// skipped counts broadcasts and presence changes not published
+	// because no other node was there to need them.
+	skipped atomic.Int64
 }
 
 const (
 	clusterHeartbeat   = time.Second
 	clusterPeerTimeout = 3500 * time.Millisecond // three missed heartbeats
 	clusterResyncAfter = 2 * time.Second
+	// clusterReadyTimeout bounds how long a starting node waits for the
+	// others to answer it before it accepts sockets anyway.
+	clusterReadyTimeout = 3 * time.Second
 )
 
 func newClusterRelay(s *Server, bus *cluster.Bus) *clusterRelay {
@@ -63,6 +77,66 @@ func newClusterRelay(s *Server, bus *cluster.Bus) *clusterRelay {
 		resyncAfter: clusterResyncAfter,
 		owned:       make(map[string]ownedPresence),
 		peers:       make(map[string]*peer),
+		ready:       make(chan struct{}),
+	}
+}
+
+// awaitPeers closes ready once every other node listening on the database
+// has answered this node's start with a snapshot: from then on each of
+// them counts this node as a peer and relays to it, so no client of this
+// node can join a topic and miss a broadcast because a peer thought itself
+// alone. Without an answer within clusterReadyTimeout, it logs and goes on.
+func (r *clusterRelay) awaitPeers(ctx context.Context) {
+	defer close(r.ready)
+	deadline := time.Now().Add(clusterReadyTimeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	others := -1
+	for {
+		if others < 0 && r.bus.IsListening() {
+			n, err := r.bus.OtherListeners(ctx)
+			if err != nil {
+				r.log.Warn("realtime: cluster: cannot count the other nodes", "error", err)
+				return
+			}
+			others = n
+		}
+		if others >= 0 && r.answered() >= others {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if now.After(deadline) {
+				r.log.Warn("realtime: cluster: not every node answered in time; accepting sockets", "nodes", others, "answered", r.answered())
+				return
+			}
+		}
+	}
+}
+
+// answered is how many peers have answered this node's snapshot request.
+func (r *clusterRelay) answered() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, p := range r.peers {
+		if p.answered {
+			n++
+		}
+	}
+	return n
+}
+
+// waitReady holds a socket upgrade until the relay is ready (awaitPeers).
+func (r *clusterRelay) waitReady(ctx context.Context) {
+	if r == nil {
+		return
+	}
+	select {
+	case <-r.ready:
+	case <-ctx.Done():
 	}
 }
 
@@ -110,13 +184,26 @@ func (m relayedBroadcast) Encode() []byte {
 }
 
 // relayBroadcast sends a client's broadcast (socket or REST) to the other
-// nodes. Database broadcasts never come here: every node reads them from
-// its own replication stream.
+// nodes, if there are any. Database broadcasts never come here: every node
+// reads them from its own replication stream.
 func (s *Server) relayBroadcast(private bool, out *outbound) {
-	if r := s.cluster; r != nil {
-		r.bus.Publish(relayedBroadcast{private: private, out: out})
+	r := s.cluster
+	if r == nil {
+		return
 	}
+	if !r.hasPeers() {
+		r.skipped.Add(1)
+		return
+	}
+	r.bus.Publish(relayedBroadcast{private: private, out: out})
 }
+
+// hasPeers reports whether another node has been heard from and not
+// expired. A node that starts asks everyone for a snapshot, which makes it
+// known here before its clients can have joined anything; and every node
+// heartbeats, alone or not, so two nodes that missed each other's start
+// meet within a heartbeat.
+func (r *clusterRelay) hasPeers() bool { return r.peerCount.Load() > 0 }
 
 // receiveBroadcast fans a peer's broadcast out to the local subscribers,
 // with the frames a local sender's would produce.
@@ -207,9 +294,10 @@ func (r *clusterRelay) start(ctx context.Context) {
 	r.done = make(chan struct{})
 	r.log.Info("realtime: cluster relay on", "channel", cluster.DefaultChannel)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); _ = r.bus.Run(ctx, r) }()
 	go func() { defer wg.Done(); r.run(ctx) }()
+	go func() { defer wg.Done(); r.awaitPeers(ctx) }()
 	go func() { wg.Wait(); close(r.done) }()
 }
 
@@ -242,6 +330,11 @@ type ClusterStatus struct {
 	// RemotePresences is how many presences of other nodes this node
 	// holds a replica of.
 	RemotePresences int `json:"remote_presences"`
+	// Skipped counts broadcasts and presence changes not published because
+	// no other node was there; Dropped those lost to a full relay queue
+	// (presence repairs itself with a snapshot, broadcasts are lost).
+	Skipped int64 `json:"skipped"`
+	Dropped int64 `json:"dropped"`
 }
 
 // ClusterStatus reports the relay, or nil when the cluster is off.
@@ -252,7 +345,8 @@ func (s *Server) ClusterStatus() *ClusterStatus {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := &ClusterStatus{Node: r.node, Listening: r.bus.IsListening(), Peers: len(r.peers)}
+	st := &ClusterStatus{Node: r.node, Listening: r.bus.IsListening(), Peers: len(r.peers),
+		Skipped: r.skipped.Load(), Dropped: r.bus.Dropped()}
 	for _, p := range r.peers {
 		st.RemotePresences += len(p.entries)
 	}

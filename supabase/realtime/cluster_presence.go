@@ -30,6 +30,9 @@ type peer struct {
 	syncing  bool // a snapshot was asked for; deltas wait for it
 	askedAt  time.Time
 	entries  map[string]string // phx_ref → topic key of its presences held here
+	// answered: a snapshot came from it, so it has heard this node's
+	// start (which asked everyone for one) and relays to it.
+	answered bool
 }
 
 // presenceDelta is one change: Ref joins with Meta (replacing Prev, an
@@ -79,6 +82,12 @@ func (r *clusterRelay) tracked(t *topic, e *presenceEntry, prev string) {
 		return
 	}
 	r.seq++
+	if !r.hasPeers() {
+		// Numbered all the same: a peer that appears later sees the
+		// number past 0 and asks for a snapshot.
+		r.skipped.Add(1)
+		return
+	}
 	r.bus.Publish(jsonMsg{msgDelta, presenceDelta{Seq: r.seq, Topic: t.sub, Private: t.private, Key: e.key,
 		Ref: e.ref, Prev: prev, Meta: e.canon}})
 }
@@ -92,6 +101,10 @@ func (r *clusterRelay) untracked(t *topic, e *presenceEntry) {
 		return
 	}
 	r.seq++
+	if !r.hasPeers() {
+		r.skipped.Add(1)
+		return
+	}
 	r.bus.Publish(jsonMsg{msgDelta, presenceDelta{Seq: r.seq, Topic: t.sub, Private: t.private, Ref: e.ref}})
 }
 
@@ -123,6 +136,7 @@ func (r *clusterRelay) receivePresence(from string, kind byte, body []byte) {
 		}
 		p = &peer{entries: make(map[string]string)}
 		r.peers[from] = p
+		r.peerCount.Store(int64(len(r.peers)))
 		r.log.Info("realtime: cluster peer joined", "peer", from)
 	}
 	p.lastSeen = now
@@ -173,6 +187,7 @@ func (r *clusterRelay) receivePresence(from string, kind byte, body []byte) {
 			r.replace(p, s)
 			p.applied, p.syncing = s.Seq, false
 		}
+		p.answered = true
 	case msgGoodbye:
 		r.dropPeer(from, p, "left")
 	}
@@ -252,6 +267,7 @@ func (r *clusterRelay) dropPeer(id string, p *peer, why string) {
 	}
 	r.apply(p, changes)
 	delete(r.peers, id)
+	r.peerCount.Store(int64(len(r.peers)))
 	r.log.Info("realtime: cluster peer gone", "peer", id, "reason", why, "presences", len(changes))
 }
 

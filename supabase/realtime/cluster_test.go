@@ -2,6 +2,7 @@ package realtime
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -456,4 +457,90 @@ func TestClusterSequenceGapAsksForASnapshot(t *testing.T) {
 	if len(presenceMetas(t, cb.expect("presence_diff").Payload, "leaves", "u3")) != 1 {
 		t.Fatal("silent peer did not expire")
 	}
+}
+
+// relayWatch LISTENs on the relay channel like a node would and keeps
+// every notification's payload.
+type relayWatch struct {
+	mu       sync.Mutex
+	payloads []string
+}
+
+func watchRelay(t *testing.T, db *dbtest.DB) *relayWatch {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	conn, err := pgx.Connect(ctx, db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "listen "+cluster.DefaultChannel); err != nil {
+		t.Fatal(err)
+	}
+	w := &relayWatch{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			n, err := conn.WaitForNotification(ctx)
+			if err != nil {
+				return
+			}
+			w.mu.Lock()
+			w.payloads = append(w.payloads, n.Payload)
+			w.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done; conn.Close(context.Background()) })
+	return w
+}
+
+// count is how many relayed broadcasts and presence deltas were notified
+// so far (their encodings start b{"t": and d{"s":).
+func (w *relayWatch) count() (broadcasts, deltas int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range w.payloads {
+		broadcasts += strings.Count(p, `:b{"t":`)
+		deltas += strings.Count(p, `:d{"s":`)
+	}
+	return broadcasts, deltas
+}
+
+// A node alone on the database publishes no broadcast and no presence
+// change (only heartbeats, by which a later node finds it); once a second
+// node is there, both flow again, and the newcomer gets the presences that
+// were never published through a snapshot.
+func TestClusterNodeAlonePublishesNothingAPeerWouldNeed(t *testing.T) {
+	db := dbtest.New(t)
+	w := watchRelay(t, db)
+	a := startNode(t, db, "a", nil)
+	const topic = "realtime:room:alone"
+	ca := a.dial(t, config.DevAnonKey, "2.0.0")
+	aj, _ := ca.join(topic, joinOpts{self: true, presenceKey: "user-a", presenceEnabled: true})
+	ca.expect("presence_state")
+	ca.track(aj, topic, map[string]any{"user_id": "a"})
+	const sends = 20
+	for i := range sends {
+		ca.pushBinary(aj, topic, "tick", []byte(fmt.Sprintf(`{"i":%d}`, i)), false)
+		ca.expect("kind4")
+	}
+	time.Sleep(300 * time.Millisecond) // three heartbeats
+	if b, d := w.count(); b != 0 || d != 0 {
+		t.Fatalf("alone, the node notified %d broadcasts and %d presence deltas", b, d)
+	}
+	if st := a.ClusterStatus(); st.Skipped != sends+1 || st.Dropped != 0 {
+		t.Fatalf("status %+v, want %d skipped and none dropped", st, sends+1)
+	}
+
+	b := startNode(t, db, "b", nil)
+	waitFor(t, func() bool { return a.ClusterStatus().Peers == 1 && b.ClusterStatus().Peers == 1 })
+	waitFor(t, func() bool { return b.remotePresences() == 1 })
+	cb := b.dial(t, config.DevAnonKey, "2.0.0")
+	cb.join(topic, joinOpts{})
+	ca.pushBinary(aj, topic, "tick", []byte(`{"i":"relayed"}`), false)
+	if f := cb.expect("kind4"); string(f.Kind4.Payload) != `{"i":"relayed"}` {
+		t.Fatalf("b got %s", f)
+	}
+	// The watcher's connection hears it in its own time.
+	waitFor(t, func() bool { b, _ := w.count(); return b == 1 })
 }

@@ -222,6 +222,7 @@ func (s *Server) handleSocket(c echo.Context) error {
 	if token == "" {
 		return s.refuse(c, http.StatusUnauthorized, "API key is missing")
 	}
+	s.cluster.waitReady(r.Context())
 	claims, terr := verifyToken(s.verifier, token, s.now())
 	if terr != nil {
 		s.log.Info("realtime: upgrade refused", "err", terr)

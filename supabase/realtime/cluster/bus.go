@@ -136,8 +136,26 @@ func (b *Bus) Node() string { return b.node }
 // IsListening reports whether the LISTEN connection is up.
 func (b *Bus) IsListening() bool { return b.listening.Load() }
 
+// OtherListeners counts the other nodes listening on the database (by
+// their listener's application_name).
+func (b *Bus) OtherListeners(ctx context.Context) (int, error) {
+	var n int
+	err := b.pool.QueryRow(ctx, `
+		select count(*) from pg_stat_activity
+		 where datname = current_database() and application_name like 'animesync cluster %'
+		   and application_name <> $1`, b.connCfg.RuntimeParams["application_name"]).Scan(&n)
+	return n, err
+}
+
+// Dropped is how many messages Publish dropped because the queue was full.
+func (b *Bus) Dropped() int64 { return b.dropped.Load() }
+
+// Sent is how many notifications this node has sent.
+func (b *Bus) Sent() uint64 { return b.counter.Load() }
+
 // Publish queues m for the other nodes. It never blocks: when the queue is
-// full (the database is slow or away), m is dropped.
+// full (the database is slow or away), m is dropped, counted (Dropped) and
+// logged, and false is returned.
 func (b *Bus) Publish(m Message) bool {
 	select {
 	case b.queue <- m:
