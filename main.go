@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -111,12 +113,18 @@ func loadConfig() (*config.Config, *slog.Logger, error) {
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	noMigrate := fs.Bool("no-migrate", false, "do not apply pending migrations at start")
+	pprofAddr := fs.String("pprof-addr", "", "serve Go's /debug/pprof on this loopback address (for profiling, e.g. 127.0.0.1:6060)")
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
 	cfg, log, err := loadConfig()
 	if err != nil {
 		return err
+	}
+	if *pprofAddr != "" {
+		if err := servePprof(*pprofAddr, log); err != nil {
+			return err
+		}
 	}
 	if cfg.UsingDevKeys {
 		log.Warn("NO KEYS CONFIGURED: using the Supabase CLI's public local-development JWT secret and keys. " +
@@ -131,6 +139,26 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	return srv.Run(ctx, nil)
+}
+
+// servePprof serves the runtime's profiles on a loopback address only:
+// they expose the process's internals.
+func servePprof(addr string, log *slog.Logger) error {
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		return usageError("-pprof-addr must be a loopback address with a port, such as 127.0.0.1:6060")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info("serving /debug/pprof", "addr", ln.Addr().String())
+	go func() { _ = http.Serve(ln, mux) }()
+	return nil
 }
 
 func functionsList(args []string, out io.Writer) error {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 
 	"strconv"
 	"sync"
@@ -133,7 +134,9 @@ func watchParty(ctx context.Context, o options) error {
 					late.add(time.Since(due))
 				}
 				if err := fn(due); err != nil && acting.Err() == nil {
-					window.errors.Add(1)
+					if window.errors.Add(1) == 1 {
+						fmt.Fprintln(os.Stderr, "# first error:", err)
+					}
 				}
 				due = due.Add(period)
 			}
@@ -155,15 +158,9 @@ func watchParty(ctx context.Context, o options) error {
 		n := 0
 		every(actionEvery, func(time.Time) error {
 			n++
-			body := map[string]any{"room_id": r.id, "user_id": r.host}
-			switch n % 3 {
-			case 0:
-				body["action"] = "play"
-			case 1:
-				body["action"], body["current_time"] = "seek", float64(n*10)
-			case 2:
-				body["action"] = "pause"
-			}
+			// play, seek, pause, …: the host's position moves on.
+			body := map[string]any{"room_id": r.id, "user_id": r.host, "current_time": float64(n * 10),
+				"action": [...]string{"play", "seek", "pause"}[n%3]}
 			var res struct {
 				State struct {
 					SyncVersion int64 `json:"sync_version"`
@@ -303,6 +300,9 @@ func (m *member) readLoop(ctx context.Context, w *run, presence *hist) {
 			return
 		}
 		now := time.Now()
+		if os.Getenv("BENCH_DEBUG") != "" && bytes.Contains(data, []byte("sync")) {
+			fmt.Fprintf(os.Stderr, "frame %d %q\n", typ, data)
+		}
 		switch {
 		case typ == websocket.MessageBinary && len(data) > 5 && data[0] == 4:
 			ev := 5 + int(data[1])
@@ -329,7 +329,7 @@ func intField(b []byte, key string) (int64, bool) {
 	if i < 0 {
 		return 0, false
 	}
-	b = b[i+len(key):]
+	b = bytes.TrimLeft(b[i+len(key):], " ") // jsonb text puts a space after the colon
 	j := 0
 	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
 		j++
