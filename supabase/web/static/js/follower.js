@@ -12,7 +12,7 @@ export const TUNING = {
   deadZone: 0.004, // s: stop nudging inside this
   nudgeFrom: 0.010, // s: start nudging outside this
   timeConstant: 0.4, // s: a nudge removes the drift in about this long
-  maxNudge: 0.25, // the rate moves at most ±25 % off the room's
+  maxNudge: 0.5, // the rate moves at most ±50 % off the room's (SYNC_ALGORITHM.md §4's clamp)
   seekFrom: 0.5, // s: seek instead of nudging
   seekAhead: 0.25, // s of wall time: a seek while playing lands this far ahead, then waits for the timeline
   keepPlayingWithin: 0.04, // s: a state that finds us where it wants us does not seek
@@ -101,7 +101,8 @@ export class Follower {
         return
       }
       if (!v.paused) v.pause()
-      this.seekTo(s.current_time)
+      // A paused player already there needs no seek (a seek costs a frame decode).
+      if (Math.abs(v.currentTime - s.current_time) > 0.001) this.seekTo(s.current_time)
       this.at(s.execute_at, () => {
         v.playbackRate = s.playback_rate
         this.play()
@@ -118,19 +119,24 @@ export class Follower {
   // timeline reaches the frame we landed on. A seek takes tens to hundreds
   // of ms (more on a cold cache); landing ahead and waiting is exact, seeking
   // to "now" always lands behind. The margin adapts to the seeks measured.
-  seekAhead () {
+  seekAhead (tries = 0) {
     const s = this.state
     const v = this.video
     if (!v.paused) v.pause()
-    const started = clientNow()
     this.seekTo(expectedPosition(s, this.clock.serverNow()) + this.ahead * s.playback_rate)
     const token = this.seekToken
+    let seekingAt = clientNow()
+    // The seek's own duration runs from `seeking`: before metadata has
+    // loaded, a seek waits for it, and that wait says nothing about seeks.
+    v.addEventListener('seeking', () => { seekingAt = clientNow() }, { once: true })
     v.addEventListener('seeked', () => {
       if (token !== this.seekToken || this.state !== s || !s.is_playing) return
-      const took = (clientNow() - started) / 1000
+      const took = (clientNow() - seekingAt) / 1000
       this.ahead = Math.min(2, Math.max(TUNING.seekAhead, took * 1.5))
       const wait = (v.currentTime - expectedPosition(s, this.clock.serverNow())) / s.playback_rate * 1000
-      if (wait > 1) this.timers.push(setTimeout(() => this.play(), wait))
+      // Landed too far behind (a cold seek): again, with the margin just learnt.
+      if (wait < -TUNING.seekFrom * 1000 && tries < 3) this.seekAhead(tries + 1)
+      else if (wait > 1) this.timers.push(setTimeout(() => this.play(), wait))
       else this.play()
     }, { once: true })
   }
