@@ -29,14 +29,15 @@ import (
 const devAnonKey = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0"
 
 type options struct {
-	addr      string
+	addr      string   // the first server
+	addrs     []string // every server: clients are spread over them
 	workload  string
 	vus       int
 	viewers   int
 	roomSize  int
 	duration  time.Duration
 	warmup    time.Duration
-	serverPID int
+	serverPID []int
 	pgPID     int
 	dbURL     string
 	protocol  string // supabase: "phoenix" (animesync) or "centrifugo"
@@ -45,22 +46,31 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.addr, "addr", "127.0.0.1:27410", "server host:port (127.0.0.1 only)")
+	addrs := flag.String("addr", "127.0.0.1:27410", "server host:port, or several separated by commas (127.0.0.1 only)")
 	flag.StringVar(&o.workload, "workload", "supabase", "supabase or watch-party")
 	flag.IntVar(&o.vus, "vus", 1000, "supabase: virtual users")
 	flag.IntVar(&o.viewers, "viewers", 1000, "watch-party: concurrent viewers")
 	flag.IntVar(&o.roomSize, "room-size", 20, "watch-party: members per room")
 	flag.DurationVar(&o.duration, "duration", 60*time.Second, "length of the measured steady phase")
 	flag.DurationVar(&o.warmup, "warmup", 5*time.Second, "load before measuring")
-	flag.IntVar(&o.serverPID, "server-pid", 0, "the server's pid: CPU and RSS")
+	pids := flag.String("server-pid", "", "the servers' pids, separated by commas: CPU and RSS")
 	flag.IntVar(&o.pgPID, "pg-pid", 0, "watch-party: the postmaster's pid: PostgreSQL's CPU")
 	flag.StringVar(&o.dbURL, "db-url", "", "watch-party: the database, for commits and rows written per second")
 	flag.StringVar(&o.protocol, "protocol", "phoenix", "supabase: phoenix (animesync) or centrifugo")
 	flag.StringVar(&o.token, "token", "", "centrifugo: connection token")
 	flag.Parse()
-	if host, _, _ := strings.Cut(o.addr, ":"); host != "127.0.0.1" {
-		fmt.Fprintln(os.Stderr, "benchworkload: only 127.0.0.1 may be loaded")
-		os.Exit(2)
+	o.addrs = strings.Split(*addrs, ",")
+	o.addr = o.addrs[0]
+	for _, a := range o.addrs {
+		if host, _, _ := strings.Cut(a, ":"); host != "127.0.0.1" {
+			fmt.Fprintln(os.Stderr, "benchworkload: only 127.0.0.1 may be loaded")
+			os.Exit(2)
+		}
+	}
+	for _, p := range strings.Split(*pids, ",") {
+		if n, err := strconv.Atoi(p); err == nil {
+			o.serverPID = append(o.serverPID, n)
+		}
 	}
 	ctx := context.Background()
 	var err error
@@ -130,17 +140,29 @@ func treeCPU(pid int) time.Duration {
 	return total
 }
 
-// meter measures a steady phase: the server's and this process's CPU share.
-type meter struct {
-	start            time.Time
-	server, self     usage
-	pgCPU            time.Duration
-	serverPID, pgPID int
+// sampleAll adds up the usage of several processes.
+func sampleAll(pids []int) usage {
+	var u usage
+	for _, p := range pids {
+		s := sample(p)
+		u.cpu += s.cpu
+		u.rss += s.rss
+	}
+	return u
 }
 
-func startMeter(serverPID, pgPID int) *meter {
-	return &meter{start: time.Now(), server: sample(serverPID), self: sample(os.Getpid()),
-		pgCPU: treeCPU(pgPID), serverPID: serverPID, pgPID: pgPID}
+// meter measures a steady phase: the servers' and this process's CPU share.
+type meter struct {
+	start        time.Time
+	server, self usage
+	pgCPU        time.Duration
+	serverPIDs   []int
+	pgPID        int
+}
+
+func startMeter(serverPIDs []int, pgPID int) *meter {
+	return &meter{start: time.Now(), server: sampleAll(serverPIDs), self: sample(os.Getpid()),
+		pgCPU: treeCPU(pgPID), serverPIDs: serverPIDs, pgPID: pgPID}
 }
 
 type meterResult struct {
@@ -151,7 +173,7 @@ type meterResult struct {
 
 func (m *meter) stop() meterResult {
 	el := time.Since(m.start)
-	s, me := sample(m.serverPID), sample(os.Getpid())
+	s, me := sampleAll(m.serverPIDs), sample(os.Getpid())
 	r := meterResult{elapsed: el, serverRSS: s.rss,
 		serverCPU: float64(s.cpu-m.server.cpu) / float64(el),
 		selfCPU:   float64(me.cpu-m.self.cpu) / float64(el)}

@@ -62,7 +62,8 @@ func supabaseWorkload(ctx context.Context, o options) error {
 		if o.protocol == "centrifugo" {
 			return dialCentrifugo(ctx, o.addr, o.token, echo, shared)
 		}
-		return dialPhoenix(ctx, o.addr, echo, shared)
+		// With several servers, the six of a shared channel are spread.
+		return dialPhoenix(ctx, o.addrs[i%len(o.addrs)], echo, shared)
 	}
 	recipients := func(i int) int64 { // of user i's shared channel
 		g := i / groupSize

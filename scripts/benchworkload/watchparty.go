@@ -43,6 +43,7 @@ type room struct {
 type member struct {
 	room     *room
 	user     string
+	addr     string // its server
 	ws       *websocket.Conn
 	ref      atomic.Int64
 	arrivals []arrival
@@ -83,9 +84,10 @@ func watchParty(ctx context.Context, o options) error {
 		return fmt.Errorf("rooms-create: %w", err)
 	}
 	for _, r := range rooms {
-		members = append(members, &member{room: r, user: r.host})
+		// With several servers, a room's members are spread over them.
+		members = append(members, &member{room: r, user: r.host, addr: o.addrs[0]})
 		for j := 1; j < o.roomSize; j++ {
-			members = append(members, &member{room: r, user: fmt.Sprintf("m%s-%s-%d", tag, r.id, j)})
+			members = append(members, &member{room: r, user: fmt.Sprintf("m%s-%s-%d", tag, r.id, j), addr: o.addrs[j%len(o.addrs)]})
 		}
 	}
 	if err := dialAll(ctx, len(members), func(ctx context.Context, i int) error {
@@ -97,7 +99,7 @@ func watchParty(ctx context.Context, o options) error {
 	}); err != nil {
 		return fmt.Errorf("rooms-join: %w", err)
 	}
-	if err := dialAll(ctx, len(members), func(ctx context.Context, i int) error { return members[i].connect(ctx, o.addr) }); err != nil {
+	if err := dialAll(ctx, len(members), func(ctx context.Context, i int) error { return members[i].connect(ctx, members[i].addr) }); err != nil {
 		return err
 	}
 	defer func() {
