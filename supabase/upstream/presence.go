@@ -12,15 +12,10 @@ package upstream
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/coder/websocket"
 )
 
 // Presence is the current presence of one topic: key → metas (each meta is
@@ -81,131 +76,32 @@ type presenceEntry struct {
 	Metas []map[string]any `json:"metas"`
 }
 
-// Observe implements PresenceObserver.
+// Observe implements PresenceObserver on a socket of its own.
 func (o *WSObserver) Observe(ctx context.Context, topic string, onSync func(Presence)) error {
-	wsURL, err := SocketURL(o.URL, o.APIKey)
+	sock, err := DialSocket(ctx, SocketOptions{URL: o.URL, APIKey: o.APIKey, Heartbeat: o.Heartbeat})
 	if err != nil {
 		return err
 	}
-	conn, _, err := websocket.Dial(ctx, wsURL, nil)
+	defer sock.Close()
+	closed := make(chan error, 1)
+	err = sock.Join(ctx, topic, ChannelOptions{Private: o.Private, AccessToken: o.AccessToken, OnSync: onSync,
+		OnClose: func(err error) { closed <- err }})
 	if err != nil {
-		return fmt.Errorf("upstream: dial %s: %w", redactKey(wsURL), err)
-	}
-	defer conn.CloseNow()
-	// A presence_state of a large room can exceed the 32 KiB default.
-	conn.SetReadLimit(5_000_000)
-
-	var (
-		writeMu sync.Mutex
-		ref     int
-	)
-	send := func(f frame) error {
-		writeMu.Lock()
-		defer writeMu.Unlock()
-		ref++
-		r := strconv.Itoa(ref)
-		f.Ref = &r
-		b, err := json.Marshal(f)
-		if err != nil {
-			return err
+		if ctx.Err() != nil {
+			return nil
 		}
-		return conn.Write(ctx, websocket.MessageText, b)
+		return err
 	}
-
-	full := "realtime:" + topic
-	join := map[string]any{"config": map[string]any{
-		"broadcast":        map[string]any{"ack": false, "self": false},
-		"presence":         map[string]any{"key": "", "enabled": true},
-		"postgres_changes": []any{},
-		"private":          o.Private,
-	}}
-	if o.AccessToken != "" {
-		join["access_token"] = o.AccessToken
-	}
-	joinPayload, _ := json.Marshal(join)
-	joinRef := "1"
-	if err := send(frame{Topic: full, Event: "phx_join", Payload: joinPayload, JoinRef: &joinRef}); err != nil {
-		return fmt.Errorf("upstream: join %s: %w", topic, err)
-	}
-
-	hb := o.Heartbeat
-	if hb <= 0 {
-		hb = 25 * time.Second
-	}
-	hbCtx, stopHB := context.WithCancel(ctx)
-	defer stopHB()
-	go func() {
-		t := time.NewTicker(hb)
-		defer t.Stop()
-		for {
-			select {
-			case <-hbCtx.Done():
-				return
-			case <-t.C:
-				if send(frame{Topic: "phoenix", Event: "heartbeat", Payload: json.RawMessage(`{}`)}) != nil {
-					return
-				}
-			}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-closed:
+		return err
+	case <-sock.Done():
+		if ctx.Err() != nil {
+			return nil
 		}
-	}()
-
-	state := Presence{}
-	joined := false
-	for {
-		_, data, err := conn.Read(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("upstream: read: %w", err)
-		}
-		var f frame
-		if json.Unmarshal(data, &f) != nil || f.Topic != full {
-			continue // heartbeat replies, other topics
-		}
-		switch f.Event {
-		case "phx_reply":
-			var r struct {
-				Status   string          `json:"status"`
-				Response json.RawMessage `json:"response"`
-			}
-			if json.Unmarshal(f.Payload, &r) == nil && !joined {
-				if r.Status != "ok" {
-					return fmt.Errorf("upstream: join %s refused: %s", topic, r.Response)
-				}
-				joined = true
-			}
-		case "presence_state":
-			var st map[string]presenceEntry
-			if err := json.Unmarshal(f.Payload, &st); err != nil {
-				return fmt.Errorf("upstream: presence_state: %w", err)
-			}
-			state = Presence{}
-			for k, e := range st {
-				state[k] = e.Metas
-			}
-			onSync(copyPresence(state))
-		case "presence_diff":
-			var diff struct {
-				Joins  map[string]presenceEntry `json:"joins"`
-				Leaves map[string]presenceEntry `json:"leaves"`
-			}
-			if err := json.Unmarshal(f.Payload, &diff); err != nil {
-				return fmt.Errorf("upstream: presence_diff: %w", err)
-			}
-			applyDiff(state, diff.Joins, diff.Leaves)
-			onSync(copyPresence(state))
-		case "phx_close", "phx_error":
-			return errors.New("upstream: channel " + topic + " closed by the server: " + string(f.Payload))
-		case "system":
-			var s struct {
-				Status  string `json:"status"`
-				Message string `json:"message"`
-			}
-			if json.Unmarshal(f.Payload, &s) == nil && s.Status == "error" {
-				return errors.New("upstream: channel " + topic + ": " + s.Message)
-			}
-		}
+		return sock.Err()
 	}
 }
 
