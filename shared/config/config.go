@@ -69,6 +69,29 @@ const (
 	IdentityMember = "member"
 )
 
+// UpstreamPresence configures the presence follower of upstream mode: one
+// process of the deployment observes room presence on the project's
+// Realtime (supabase/follower).
+type UpstreamPresence struct {
+	Enabled           bool          // UPSTREAM_PRESENCE (true; upstream mode only)
+	ChannelsPerSocket int           // UPSTREAM_PRESENCE_CHANNELS_PER_SOCKET (100, Supabase's channels per connection)
+	JoinsPerSecond    int           // UPSTREAM_PRESENCE_JOINS_PER_SECOND (10 sustained…)
+	JoinBurst         int           // UPSTREAM_PRESENCE_JOIN_BURST (…in bursts of up to 600)
+	RoomPoll          time.Duration // UPSTREAM_PRESENCE_ROOM_POLL (2s between reads of the rooms with members)
+	LeaseRetry        time.Duration // UPSTREAM_PRESENCE_LEASE_RETRY (1s between a standby's tries for the lease)
+}
+
+func (r *reader) upstreamPresence() UpstreamPresence {
+	return UpstreamPresence{
+		Enabled:           r.boolean("UPSTREAM_PRESENCE", true),
+		ChannelsPerSocket: r.integer("UPSTREAM_PRESENCE_CHANNELS_PER_SOCKET", 100),
+		JoinsPerSecond:    r.integer("UPSTREAM_PRESENCE_JOINS_PER_SECOND", 10),
+		JoinBurst:         r.integer("UPSTREAM_PRESENCE_JOIN_BURST", 600),
+		RoomPoll:          r.duration("UPSTREAM_PRESENCE_ROOM_POLL", 2*time.Second),
+		LeaseRetry:        r.duration("UPSTREAM_PRESENCE_LEASE_RETRY", time.Second),
+	}
+}
+
 // Config is everything animesync reads from the environment.
 type Config struct {
 	Env      string // ANIMESYNC_ENV: development (default) or production
@@ -99,6 +122,7 @@ type Config struct {
 	// ends keep it open.
 	UpstreamDialTimeout           time.Duration
 	UpstreamResponseHeaderTimeout time.Duration
+	UpstreamPresence              UpstreamPresence
 
 	CronSchedule              string
 	RealtimeMaxEventsPerSec   int
@@ -189,6 +213,7 @@ func FromEnv(getenv func(string) string) (*Config, error) {
 		DatabaseStartupRetryUntil: r.duration("DATABASE_STARTUP_TIMEOUT", 10*time.Second),
 	}
 	c.Realtime = r.realtimeLimits()
+	c.UpstreamPresence = r.upstreamPresence()
 	if lvl := getenv("LOG_LEVEL"); lvl != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(lvl)); err != nil {
 			r.fail("LOG_LEVEL", lvl, "want debug, info, warn or error")
@@ -248,6 +273,18 @@ func (c *Config) Validate() error {
 		c.JWKSURL = c.SupabaseURL + "/auth/v1/.well-known/jwks.json"
 	}
 	return errors.Join(errs...)
+}
+
+// FollowerKeys are the keys the presence follower uses on the upstream:
+// the socket's apikey, the most privileged key configured, and the
+// access_token of the private channels, which must be a JWT (the
+// service-role key; "" when none is configured).
+func (c *Config) FollowerKeys() (apiKey, accessToken string) {
+	apiKey = firstNonEmpty(c.ServiceRoleKey, c.SecretKey, c.AnonKey, c.PublishableKey)
+	if !strings.HasPrefix(c.ServiceRoleKey, "sb_") {
+		accessToken = c.ServiceRoleKey
+	}
+	return apiKey, accessToken
 }
 
 // Addr is the listen address.

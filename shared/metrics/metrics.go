@@ -64,6 +64,8 @@ type Metrics struct {
 	cleanupSweeps        *prometheus.CounterVec
 	cleanupDeleted       *prometheus.CounterVec
 	cleanupHostTransfers prometheus.Counter
+
+	follower *followerMetrics
 }
 
 // New registers every collector, plus the Go runtime and process
@@ -140,6 +142,7 @@ func New() *Metrics {
 		m.replicationLag, m.replicationLagBytes, m.syncDrift,
 		m.cleanupSweeps, m.cleanupDeleted, m.cleanupHostTransfers,
 	)
+	m.follower = newFollowerMetrics(m.registry)
 	// Directions, sweeps and results are fixed sets: their series exist
 	// from the start so dashboards see zeros instead of missing series.
 	m.messagesIn = m.realtimeMessages.WithLabelValues(In)
