@@ -26,6 +26,7 @@ import (
 	"github.com/animesync/animesync/shared/metrics"
 	"github.com/animesync/animesync/supabase"
 	"github.com/animesync/animesync/supabase/cleanup"
+	"github.com/animesync/animesync/supabase/follower"
 	"github.com/animesync/animesync/supabase/gateway"
 	"github.com/animesync/animesync/supabase/postgreschanges"
 	"github.com/animesync/animesync/supabase/realtime"
@@ -150,7 +151,12 @@ func NewUpstream(cfg *config.Config, log *slog.Logger) (*upstream.Proxy, error) 
 type App struct {
 	Echo     *echo.Echo
 	Realtime *realtime.Server
+	// Presence turns presence into member reports: fed by Realtime in
+	// embedded mode, by Follower in upstream mode.
 	Presence *functions.PresenceReports
+	// Follower follows the upstream's presence (upstream mode, while this
+	// process holds the lease); nil otherwise.
+	Follower *follower.Service
 	// changes is the replication consumer once it runs, for /health.
 	changes atomic.Pointer[replication.Consumer]
 	// changesOff is set when the database cannot replicate logically: the
@@ -167,13 +173,19 @@ func (a *App) replicationState() realtime.ReplicationState {
 	return realtime.ReplicationState{Streaming: c != nil && c.Status().Connected}
 }
 
-// NewApp builds the router and, without an upstream, the realtime server.
+// NewApp builds the router and, without an upstream, the realtime server;
+// with one, the presence follower.
 func NewApp(c Components) *App {
 	deps := &functions.Deps{Pool: c.Pool, Cfg: c.Config, Tokens: c.Verifier, Log: c.Logger, Now: c.Now, Metrics: c.Metrics}
 	health := &gateway.Health{Pool: c.Pool, Started: time.Now()}
-	app := &App{}
+	app := &App{Presence: functions.NewPresenceReports(deps)}
+	if c.Upstream != nil {
+		if f := newPresenceFollower(c, app.Presence); f != nil {
+			app.Follower = f
+			health.Realtime = func() any { return f.Status() }
+		}
+	}
 	if c.Upstream == nil {
-		app.Presence = functions.NewPresenceReports(deps)
 		opts := realtime.Options{Verifier: c.Verifier, Config: c.Config, Logger: c.Logger, Presence: app.Presence,
 			Metrics: c.Metrics, Replication: app.replicationState, Cluster: newClusterBus(c)}
 		if c.Pool != nil {
@@ -291,9 +303,14 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	// Host liveness and cleanup sweeps; with several processes on one
 	// database each scheduled run happens in one of them.
 	g.Go(func() error { return s.sweeper.Run(gctx) })
+	if s.app.Realtime != nil || s.app.Follower != nil {
+		g.Go(func() error { return s.app.Presence.Run(gctx) })
+	}
+	if s.app.Follower != nil {
+		g.Go(func() error { return s.app.Follower.Run(gctx) })
+	}
 	if s.app.Realtime != nil {
 		g.Go(func() error { return s.app.Realtime.Run(gctx) })
-		g.Go(func() error { return s.app.Presence.Run(gctx) })
 		if err := s.startChanges(gctx, g); err != nil {
 			return err
 		}
