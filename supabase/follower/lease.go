@@ -69,6 +69,9 @@ func (l *Lease) set(held bool, holder string) {
 // Run holds the lease whenever it can until ctx ends, and runs lead while
 // it does; lead's context ends when the lease is lost.
 func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
+	if l.Log == nil {
+		l.Log = slog.New(slog.DiscardHandler)
+	}
 	retry, check := l.Retry, l.Check
 	if retry <= 0 {
 		retry = time.Second

@@ -185,8 +185,10 @@ func (sh *shard) reconcile(ctx context.Context, sock *upstream.Socket, joined ma
 
 	for _, room := range leave {
 		delete(joined, room)
+		err := sock.Leave(ctx, "room:"+room)
+		// After Leave no sync of the room comes: its members leave for good.
 		sh.f.presence.gone(room, sh.private)
-		if err := sock.Leave(ctx, "room:"+room); err != nil {
+		if err != nil {
 			return false, next, err
 		}
 	}

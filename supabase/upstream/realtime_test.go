@@ -72,7 +72,7 @@ func observe(t *testing.T, o *upstream.WSObserver, topic string) (*syncs, chan e
 func TestObserverAgainstOwnRealtime(t *testing.T) {
 	url := upstreamtest.StartRealtime(t).URL
 	const topic = "room:abcde12345"
-	o := &upstream.WSObserver{URL: url, APIKey: config.DevAnonKey, Heartbeat: 100 * time.Millisecond}
+	o := &upstream.WSObserver{URL: url, APIKey: config.DevAnonKey, Heartbeat: time.Second}
 	s, _ := observe(t, o, topic)
 	s.wait(t, "the initial state", func(p upstream.Presence) bool { return len(p) == 0 })
 

@@ -28,9 +28,14 @@ type Socket struct {
 	writeMu sync.Mutex
 	ref     int
 
-	mu       sync.Mutex
-	channels map[string]*socketChannel // by full topic ("realtime:<sub>")
-	hbRef    string                    // the unanswered heartbeat, if any
+	// dispatchMu is held while a frame is handled, so that once Leave
+	// returns no callback of the channel runs any more.
+	dispatchMu sync.Mutex
+
+	mu          sync.Mutex
+	channels    map[string]*socketChannel // by full topic ("realtime:<sub>")
+	hbRef       string                    // the unanswered heartbeat, if any
+	joinTimeout time.Duration
 }
 
 // SocketOptions configure DialSocket.
@@ -40,8 +45,9 @@ type SocketOptions struct {
 	// Heartbeat defaults to 25 s, as supabase-js. A heartbeat still
 	// unanswered when the next is due ends the socket.
 	Heartbeat time.Duration
-	// DialTimeout bounds the WebSocket handshake; default 10 s.
-	DialTimeout time.Duration
+	// DialTimeout bounds the WebSocket handshake, JoinTimeout the wait for
+	// a join's reply (supabase-js's 10 s); both default to 10 s.
+	DialTimeout, JoinTimeout time.Duration
 }
 
 // ChannelOptions configure one Join.
@@ -92,7 +98,11 @@ func DialSocket(ctx context.Context, o SocketOptions) (*Socket, error) {
 	// is the server's frame limit.
 	conn.SetReadLimit(5_000_000)
 	life, cancel := context.WithCancel(ctx)
-	s := &Socket{conn: conn, cancel: cancel, done: make(chan struct{}), channels: map[string]*socketChannel{}}
+	s := &Socket{conn: conn, cancel: cancel, done: make(chan struct{}), channels: map[string]*socketChannel{},
+		joinTimeout: o.JoinTimeout}
+	if s.joinTimeout <= 0 {
+		s.joinTimeout = 10 * time.Second
+	}
 	hb := o.Heartbeat
 	if hb <= 0 {
 		hb = 25 * time.Second
@@ -129,8 +139,9 @@ func (s *Socket) Channels() int {
 }
 
 // Join joins sub (without "realtime:") with presence enabled and waits for
-// the server's answer: nil once joined, an error when refused, when ctx
-// ends first or when the socket ends.
+// the server's answer: nil once joined, a *JoinError when refused, another
+// error when no answer comes within the join timeout (the socket is then
+// of no use: close it), when ctx ends first or when the socket ends.
 func (s *Socket) Join(ctx context.Context, sub string, o ChannelOptions) error {
 	full := "realtime:" + sub
 	ch := &socketChannel{sub: sub, opts: o, reply: make(chan error, 1), state: Presence{}}
@@ -165,24 +176,31 @@ func (s *Socket) Join(ctx context.Context, sub string, o ChannelOptions) error {
 		s.forget(full, ch)
 		return fmt.Errorf("upstream: join %s: %w", sub, err)
 	}
+	timeout := time.NewTimer(s.joinTimeout)
+	defer timeout.Stop()
 	select {
 	case err := <-ch.reply:
 		return err
 	case <-ctx.Done():
 		s.forget(full, ch)
 		return ctx.Err()
+	case <-timeout.C:
+		s.forget(full, ch)
+		return fmt.Errorf("upstream: join %s: no reply within %s", sub, s.joinTimeout)
 	case <-s.done:
 		return s.err
 	}
 }
 
-// Leave leaves sub; nothing more is delivered for it.
+// Leave leaves sub; once it returns, no callback of the channel runs.
 func (s *Socket) Leave(ctx context.Context, sub string) error {
 	full := "realtime:" + sub
+	s.dispatchMu.Lock()
 	s.mu.Lock()
 	ch := s.channels[full]
 	delete(s.channels, full)
 	s.mu.Unlock()
+	s.dispatchMu.Unlock()
 	if ch == nil {
 		return nil
 	}
@@ -276,7 +294,10 @@ func (s *Socket) read(ctx context.Context) {
 		if json.Unmarshal(data, &f) != nil {
 			continue
 		}
-		if err := s.dispatch(f); err != nil {
+		s.dispatchMu.Lock()
+		err = s.dispatch(f)
+		s.dispatchMu.Unlock()
+		if err != nil {
 			s.end(err)
 		}
 	}
