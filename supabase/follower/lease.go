@@ -158,6 +158,7 @@ func holderName(ctx context.Context, conn *pgx.Conn, key int64) string {
 		select a.application_name
 		  from pg_locks l join pg_stat_activity a on a.pid = l.pid
 		 where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+		   and l.database = (select oid from pg_database where datname = current_database())
 		   and l.classid::bigint = ($1::bigint >> 32) & 4294967295
 		   and l.objid::bigint = $1::bigint & 4294967295
 		 limit 1`, key).Scan(&name)

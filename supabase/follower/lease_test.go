@@ -12,7 +12,8 @@ import (
 )
 
 // TestLeaseOneHolderAndTakeover: of two processes' leases on one
-// database exactly one leads and the other names it as holder; when the
+// database exactly one leads and the other names it as holder (not the
+// holder of another database's lease); when the
 // holder's session dies (terminated by the server, as when PostgreSQL
 // notices a dead connection), the other leads within a few retries and
 // the old holder stops leading at its next check.
@@ -35,6 +36,14 @@ func TestLeaseOneHolderAndTakeover(t *testing.T) {
 			})
 		}()
 	}
+	// Another deployment's lease, on another database of the same server:
+	// advisory locks are per database, so it holds its own and is nobody's
+	// holder here.
+	elsewhere := &follower.Lease{DBURL: dbtest.New(t).URL, Name: "animesync test lease elsewhere",
+		Retry: 100 * time.Millisecond, Check: 100 * time.Millisecond}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = elsewhere.Run(ctx, func(ctx context.Context) { <-ctx.Done() }) }()
+	eventually(t, 5*time.Second, "the other database's lease held", func() bool { return elsewhere.State().Held })
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
 	holder := -1
