@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/shared/dbtest"
 	"github.com/animesync/animesync/supabase/follower"
@@ -26,7 +27,10 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{present: map[string]map[string]map[string]any{}} }
 
-func (r *recorder) PresenceTrack(_ context.Context, topic, key string, meta map[string]any) {
+func (r *recorder) PresenceTrack(_ context.Context, topic, key string, meta map[string]any, proof *auth.Claims) {
+	if proof != nil {
+		panic("upstream presence claimed a proof")
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.present[topic] == nil {

@@ -6,14 +6,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/supabase/upstream"
 )
 
 // Sink receives presence changes: the same interface the built-in realtime
 // server feeds (realtime.PresenceSink), so the upstream's presence reaches
 // the member reports exactly as embedded presence does.
+//
+// The proof of a track is always nil: the project's Realtime does not tell
+// an observer which token the tracking channel joined with, so upstream
+// presence proves no identity (in ANIMESYNC_IDENTITY=member it keeps
+// nobody online; members report with their member_token instead).
 type Sink interface {
-	PresenceTrack(ctx context.Context, topic, key string, meta map[string]any)
+	PresenceTrack(ctx context.Context, topic, key string, meta map[string]any, proof *auth.Claims)
 	PresenceLeave(ctx context.Context, topic, key string)
 }
 
@@ -181,7 +187,7 @@ func (p *presence) deliverAll(ctx context.Context) {
 		if ev.meta == nil {
 			p.sink.PresenceLeave(ctx, k.topic, k.key)
 		} else {
-			p.sink.PresenceTrack(ctx, k.topic, k.key, ev.meta)
+			p.sink.PresenceTrack(ctx, k.topic, k.key, ev.meta, nil)
 		}
 		p.mu.Lock()
 		p.lag = time.Since(ev.queued)
