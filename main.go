@@ -226,7 +226,7 @@ func migrationDB(ctx context.Context, dbURL string) (*sql.DB, func(), error) {
 func dbPush(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("db push", flag.ContinueOnError)
 	dbURL := fs.String("db-url", "", "database URL (default: SUPABASE_DB_URL)")
-	dryRun := fs.Bool("dry-run", false, "list pending migrations without applying them")
+	dryRun := fs.Bool("dry-run", false, "run the pending migrations in a transaction that is rolled back, and report what they would change")
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
@@ -235,40 +235,13 @@ func dbPush(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer closeDB()
-	p, err := migrations.NewProvider(sqlDB, nil)
-	if err != nil {
-		return err
-	}
-	if *dryRun {
-		statuses, err := p.Status(ctx)
-		if err != nil {
-			return fmt.Errorf("migration status: %w", err)
+	res, err := migrations.Push(ctx, sqlDB, migrations.PushOptions{DryRun: *dryRun})
+	if res != nil {
+		if werr := migrations.WriteResult(out, res); werr != nil && err == nil {
+			err = werr
 		}
-		pending := 0
-		for _, s := range statuses {
-			if s.State == "pending" {
-				pending++
-				fmt.Fprintf(out, "Would apply migration %s...\n", s.Source.Path)
-			}
-		}
-		if pending == 0 {
-			fmt.Fprintln(out, "Remote database is up to date.")
-		}
-		return nil
 	}
-	results, err := p.Up(ctx)
-	for _, r := range results {
-		fmt.Fprintf(out, "Applied migration %s (%s)\n", r.Source.Path, r.Duration.Round(1e6))
-	}
-	if err != nil {
-		return fmt.Errorf("db push: %w", err)
-	}
-	if len(results) == 0 {
-		fmt.Fprintln(out, "Remote database is up to date.")
-		return nil
-	}
-	fmt.Fprintf(out, "Finished animesync db push: %d migration(s) applied.\n", len(results))
-	return nil
+	return err
 }
 
 func migrationList(ctx context.Context, args []string, out io.Writer) error {

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"sort"
-	"strconv"
 	"time"
 )
 
@@ -48,8 +47,7 @@ func Status(ctx context.Context, db *sql.DB) ([]Entry, error) {
 	}
 	byVersion := map[string]*Entry{}
 	for _, f := range files {
-		v := strconv.FormatInt(f.Version, 10)
-		byVersion[v] = &Entry{Local: v}
+		byVersion[f.Text] = &Entry{Local: f.Text}
 	}
 	for v := range remote {
 		if byVersion[v] == nil {

@@ -18,15 +18,29 @@ const HistoryTable = "supabase_migrations.schema_migrations"
 // version text primary key (the 14 digits of the file name), the file's
 // name, and its statements (left NULL by goose, as the CLI tolerates).
 type SupabaseStore struct {
-	// names maps a version to the file name part after "<version>_".
-	names map[int64]string
+	// files maps a version to its file: the version as written ("001") and
+	// the name part after "<version>_".
+	files map[int64]File
 }
 
 var _ database.StoreExtender = (*SupabaseStore)(nil)
 
-// NewSupabaseStore builds the store; names fills the history's name column.
-func NewSupabaseStore(names map[int64]string) *SupabaseStore {
-	return &SupabaseStore{names: names}
+// NewSupabaseStore builds the store over the local files, which give each
+// version its text and fill the history's name column.
+func NewSupabaseStore(files []File) *SupabaseStore {
+	s := &SupabaseStore{files: make(map[int64]File, len(files))}
+	for _, f := range files {
+		s.files[f.Version] = f
+	}
+	return s
+}
+
+// text is the version as the history table holds it.
+func (s *SupabaseStore) text(version int64) string {
+	if f, ok := s.files[version]; ok {
+		return f.Text
+	}
+	return strconv.FormatInt(version, 10)
 }
 
 // Tablename implements database.Store.
@@ -55,13 +69,13 @@ func (s *SupabaseStore) Insert(ctx context.Context, db database.DBTxConn, req da
 		return nil
 	}
 	var name any
-	if n, ok := s.names[req.Version]; ok {
-		name = n
+	if f, ok := s.files[req.Version]; ok {
+		name = f.Name
 	}
 	_, err := db.ExecContext(ctx,
 		`insert into supabase_migrations.schema_migrations (version, name) values ($1, $2)
 		 on conflict (version) do nothing`,
-		strconv.FormatInt(req.Version, 10), name)
+		s.text(req.Version), name)
 	if err != nil {
 		return fmt.Errorf("record migration %d: %w", req.Version, err)
 	}
@@ -71,7 +85,7 @@ func (s *SupabaseStore) Insert(ctx context.Context, db database.DBTxConn, req da
 // Delete forgets a migration.
 func (s *SupabaseStore) Delete(ctx context.Context, db database.DBTxConn, version int64) error {
 	_, err := db.ExecContext(ctx, `delete from supabase_migrations.schema_migrations where version = $1`,
-		strconv.FormatInt(version, 10))
+		s.text(version))
 	if err != nil {
 		return fmt.Errorf("forget migration %d: %w", version, err)
 	}
@@ -90,7 +104,7 @@ func (s *SupabaseStore) GetMigration(ctx context.Context, db database.DBTxConn, 
 	}
 	var one int
 	err := db.QueryRowContext(ctx, `select 1 from supabase_migrations.schema_migrations where version = $1`,
-		strconv.FormatInt(version, 10)).Scan(&one)
+		s.text(version)).Scan(&one)
 	if err != nil {
 		return nil, fmt.Errorf("migration %d: %w", version, database.ErrVersionNotFound)
 	}

@@ -1,0 +1,8 @@
+-- +goose Up
+-- The platform's own migration 004_create_sync_states_table.sql, which the Supabase CLI recorded as
+-- version 004 on every database the platform built. This file holds no
+-- statement: it gives that history row a local file, so that the Supabase CLI
+-- and animesync see one history on an adopted database (SEED-SCHEMA.md).
+-- On such a database 20261126190100_platform_schema.sql parks the platform's
+-- tables and 20261203165500_adopt_platform_tables.sql brings them to this
+-- schema in place (docs/DEPLOYMENT.md, "Swap a live project").
