@@ -168,11 +168,14 @@ func (d *Deps) checkAccessKey(ctx context.Context, tx pgx.Tx, roomID, userID, ke
 			"too many wrong access keys for room %s from everyone; retry in %s", roomID, roundUp(roomRetry)), nil
 	}
 
+	// A private room adopted from the platform without a usable key has no
+	// row: no key matches (docs/DEPLOYMENT.md, "Swap a live project").
 	var stored string
-	if err := tx.QueryRow(ctx, `select key_hash from animesync.room_access_keys where room_id = $1`, roomID).Scan(&stored); err != nil {
+	err = tx.QueryRow(ctx, `select key_hash from animesync.room_access_keys where room_id = $1`, roomID).Scan(&stored)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("rooms-join: read access key of %s: %w", roomID, err)
 	}
-	if key != "" && accessKeyMatches(roomID, key, stored) {
+	if key != "" && stored != "" && accessKeyMatches(roomID, key, stored) {
 		return nil, nil
 	}
 	if _, err := tx.Exec(ctx, `insert into animesync.access_key_attempts (room_id, user_id) values ($1, $2)`, roomID, userID); err != nil {

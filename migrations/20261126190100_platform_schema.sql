@@ -6,6 +6,28 @@
 -- Server-internal objects: never exposed through the API schemas.
 create schema if not exists animesync;
 
+-- A database the platform's own migrations built (001…007, SEED-SCHEMA.md)
+-- already holds tables by these names, with rows in use. They are parked,
+-- not copied (same relations, rows, indexes and dependants), while this and
+-- the next files create today's schema beside them;
+-- 20261203165500_adopt_platform_tables.sql then brings the parked tables
+-- to that schema in place and puts them back. On an empty database this
+-- does nothing.
+-- +goose StatementBegin
+do $$
+declare
+  t text;
+begin
+  foreach t in array array['rooms', 'room_members', 'comments', 'sync_states'] loop
+    if to_regclass('public.' || t) is not null then
+      create schema if not exists animesync_adopt_parked;
+      execute format('alter table public.%I set schema animesync_adopt_parked', t);
+    end if;
+  end loop;
+end
+$$;
+-- +goose StatementEnd
+
 create table public.rooms (
   room_id          text primary key check (room_id ~ '^[a-z0-9]{10}$'),
   title            text not null check (char_length(title) between 1 and 255),

@@ -39,6 +39,18 @@ func AdminURL() string { return os.Getenv("TEST_DATABASE_URL") }
 // New creates a database for tb and drops it when tb ends.
 func New(tb testing.TB) *DB {
 	tb.Helper()
+	return create(tb, true)
+}
+
+// Empty creates a database without the migrations (for tests that build
+// what a database held before animesync) and drops it when tb ends.
+func Empty(tb testing.TB) *DB {
+	tb.Helper()
+	return create(tb, false)
+}
+
+func create(tb testing.TB, migrated bool) *DB {
+	tb.Helper()
 	admin := AdminURL()
 	if admin == "" {
 		if os.Getenv("CI") != "" {
@@ -49,9 +61,12 @@ func New(tb testing.TB) *DB {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	tmpl, err := ensureTemplate(ctx, admin)
-	if err != nil {
-		tb.Fatalf("dbtest: template: %v", err)
+	tmpl := "template0"
+	if migrated {
+		var err error
+		if tmpl, err = ensureTemplate(ctx, admin); err != nil {
+			tb.Fatalf("dbtest: template: %v", err)
+		}
 	}
 	name := "t_" + randomHex(8)
 	if err := adminExec(ctx, admin, fmt.Sprintf(`create database %s template %s`, name, tmpl)); err != nil {
