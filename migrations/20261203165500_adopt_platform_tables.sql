@@ -37,12 +37,14 @@ end
 $$;
 -- +goose StatementEnd
 
+-- The type of a column (of public.<table> unless another schema is named),
+-- or null when there is no such column.
 -- +goose StatementBegin
-create or replace function pg_temp.adopt_type(p_table text, p_column text) returns text
+create or replace function pg_temp.adopt_type(p_table text, p_column text, p_schema text default 'public') returns text
   language sql stable as $$
   select format_type(a.atttypid, a.atttypmod)
     from pg_attribute a
-   where a.attrelid = to_regclass('public.' || quote_ident(p_table)) and a.attname = p_column
+   where a.attrelid = to_regclass(quote_ident(p_schema) || '.' || quote_ident(p_table)) and a.attname = p_column
      and a.attnum > 0 and not a.attisdropped
 $$;
 -- +goose StatementEnd
@@ -82,7 +84,7 @@ begin
   for a in select attname, format_type(atttypid, atttypmod) as type from pg_attribute
             where attrelid = to_regclass('public.' || quote_ident(p_table)) and attnum > 0 and not attisdropped
               and attgenerated = '' loop
-    if pg_temp.adopt_aside_type(p_table, a.attname) is null then
+    if pg_temp.adopt_type(p_table, a.attname, 'animesync_aside') is null then
       execute format('alter table animesync_aside.%I add column %I %s', p_table, a.attname, a.type);
     end if;
   end loop;
@@ -98,16 +100,6 @@ begin
   end if;
   return n;
 end
-$$;
--- +goose StatementEnd
-
--- +goose StatementBegin
-create or replace function pg_temp.adopt_aside_type(p_table text, p_column text) returns text
-  language sql stable as $$
-  select format_type(a.atttypid, a.atttypmod)
-    from pg_attribute a
-   where a.attrelid = to_regclass('animesync_aside.' || quote_ident(p_table)) and a.attname = p_column
-     and a.attnum > 0 and not a.attisdropped
 $$;
 -- +goose StatementEnd
 
@@ -211,6 +203,7 @@ begin
       begin
         execute format('update public.%I set %I = %s', p_table, c.name, replace(v_using, quote_ident(c.name), quote_ident(v_aside)));
         perform pg_temp.adopt_note('column converted', p_table || '.' || c.name, 'copied row by row from ' || v_aside);
+        insert into adopt_mirrors values (p_table, c.name, v_aside, pg_temp.adopt_type(p_table, v_aside));
       exception when others then
         perform pg_temp.adopt_note('not mapped', p_table || '.' || c.name, format('no value of %s converts (%s)', v_aside, sqlerrm));
       end;
@@ -367,6 +360,9 @@ begin
   -- 1. What the empty twins look like and carry. Names are printed fully
   -- qualified (empty search_path), so the statements apply as they are.
   perform set_config('search_path', 'pg_catalog', true);
+  -- Columns kept aside whose values did convert: views and foreign keys of
+  -- the platform's own objects still read them, so they follow ours (9.).
+  create temp table adopt_mirrors (tbl text, col text, legacy text, legacy_type text) on commit drop;
   create temp table adopt_columns on commit drop as
     select c.relname::text as tbl, a.attnum, a.attname::text as name, format_type(a.atttypid, a.atttypmod) as type,
            a.attnotnull as notnull, pg_get_expr(d.adbin, d.adrelid) as default_expr,
@@ -822,12 +818,33 @@ begin
       'replies written with parent_id alone get thread_id, depth and reply_to_id by trigger comments_adopted_legacy');
   end if;
 
+  for v_row in select tbl, string_agg(format(
+                   'begin new.%I := new.%I::%s; exception when others then new.%I := null; end;',
+                   legacy, col, legacy_type, legacy), E'\n' order by legacy) as body,
+                 string_agg(legacy || ' ← ' || col, ', ' order by legacy) as pairs
+               from adopt_mirrors group by tbl loop
+    execute format($f$
+      create function animesync.%I() returns trigger language plpgsql set search_path = '' as $b$
+      begin
+        %s
+        return new;
+      end
+      $b$
+    $f$, 'adopted_' || v_row.tbl || '_mirror', v_row.body);
+    execute format('revoke all on function animesync.%I() from public', 'adopted_' || v_row.tbl || '_mirror');
+    execute format('create trigger %I before insert or update on public.%I for each row execute function animesync.%I()',
+                   v_row.tbl || '_adopted_mirror', v_row.tbl, 'adopted_' || v_row.tbl || '_mirror');
+    perform pg_temp.adopt_note('kept in step', v_row.tbl,
+      'columns kept aside follow ours for the platform''s views and foreign keys (' || v_row.pairs || '), by trigger '
+      || v_row.tbl || '_adopted_mirror');
+  end loop;
+
   select count(*) into n from animesync.adoption_report;
   perform pg_temp.adopt_note('done', 'adoption', format('%s report lines', n + 1));
 end
 $$;
 -- +goose StatementEnd
 
-drop function pg_temp.adopt_note(text, text, text, bigint), pg_temp.adopt_type(text, text),
-  pg_temp.adopt_free_name(text, text), pg_temp.adopt_set_aside(text, text, text), pg_temp.adopt_aside_type(text, text), pg_temp.adopt_repair(text, text, text),
+drop function pg_temp.adopt_note(text, text, text, bigint), pg_temp.adopt_type(text, text, text),
+  pg_temp.adopt_free_name(text, text), pg_temp.adopt_set_aside(text, text, text), pg_temp.adopt_repair(text, text, text),
   pg_temp.adopt_fallback(text, text), pg_temp.adopt_column(text, record), pg_temp.adopt_apply(text, text, text, text);

@@ -441,6 +441,31 @@ func checkFunctionsOnOldRows(t *testing.T, d *dbtest.DB, f platformFixture) {
 	if after != replies+1 {
 		t.Errorf("old anchor reply_count %d after a reply, want %d", after, replies+1)
 	}
+
+	// The platform's own objects on rooms (sparse: a view and a foreign key
+	// on room_id, which adoption kept aside) see the rooms animesync makes.
+	var ownTable bool
+	if err := d.Pool.QueryRow(ctx, `select to_regclass('public.watch_history') is not null`).Scan(&ownTable); err != nil {
+		t.Fatal(err)
+	}
+	if ownTable {
+		res := api.Post("rooms-create", map[string]any{"title": "New", "anime_id": "jjk", "anime_title": "Jujutsu Kaisen",
+			"episode_number": 7, "video_url": "https://video.example/jjk7.m3u8", "host_user_id": "newhost", "host_username": "New", "is_public": true})
+		if res.Status != http.StatusCreated {
+			t.Fatalf("rooms-create: %d %s", res.Status, res.Body)
+		}
+		id := res.Data(t)["room"].(map[string]any)["room_id"].(string)
+		if _, err := d.Pool.Exec(ctx, `insert into public.watch_history (room_id, user_id) values ($1, gen_random_uuid())`, id); err != nil {
+			t.Errorf("the platform's watch_history cannot reference a room animesync made: %v", err)
+		}
+		if res := api.Post("sync-control", map[string]any{"room_id": id, "user_id": "newhost", "action": "play", "current_time": 3}); res.Status != http.StatusOK {
+			t.Fatalf("sync-control: %d %s", res.Status, res.Body)
+		}
+		var viewed int
+		if err := d.Pool.QueryRow(ctx, `select count(*) from public.playing_rooms where room_id = $1`, id).Scan(&viewed); err != nil || viewed != 1 {
+			t.Errorf("the platform's view playing_rooms shows the playing new room %d times (err %v)", viewed, err)
+		}
+	}
 }
 
 // checkOverlapWrites writes what the platform's functions write during the
