@@ -510,6 +510,10 @@ begin
     perform pg_temp.adopt_repair('room_members.sync_status', 'from is_synced',
       'update public.room_members set sync_status = ''synced'' where is_synced and sync_status is null');
   end if;
+  if pg_temp.adopt_type('rooms', 'playback_speed') is not null then
+    perform pg_temp.adopt_repair('rooms.playback_rate', 'from playback_speed',
+      'update public.rooms set playback_rate = playback_speed where playback_speed between 0.25 and 4 and playback_rate is distinct from playback_speed');
+  end if;
   if pg_temp.adopt_type('rooms', 'updated_at') is not null then
     perform pg_temp.adopt_repair('rooms.last_activity_at', 'from updated_at (the platform''s last change)',
       'update public.rooms set last_activity_at = updated_at where updated_at is not null and last_activity_at > updated_at');
