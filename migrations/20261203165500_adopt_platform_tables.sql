@@ -582,6 +582,7 @@ begin
          where not c.id = any (t.path)
       )
       select * from tree;
+    analyze adopt_threads;
     perform pg_temp.adopt_set_aside('comments', 'not exists (select 1 from adopt_threads a where a.id = t.id)',
       'reply whose parent (or an ancestor) no longer exists');
     -- Deeper than 5: attached beside the comment answered, under the
@@ -599,10 +600,12 @@ begin
                or (a.depth > 0 and c.reply_to_id is null) or a.depth > 5)');
     perform pg_temp.adopt_repair('comments.reply_count', 'counted: every reply of a thread on its anchor, direct replies on a reply',
       'update public.comments c set reply_count = n.replies
-         from (select p.id, case when p.parent_id is null
-                                 then (select count(*) from public.comments r where r.thread_id = p.id)
-                                 else (select count(*) from public.comments r where r.parent_id = p.id) end as replies
-                 from public.comments p) n
+         from (select p.id, coalesce(case when p.parent_id is null then t.n else k.n end, 0) as replies
+                 from public.comments p
+                 left join (select thread_id, count(*) as n from public.comments where thread_id is not null
+                             group by thread_id) t on t.thread_id = p.id
+                 left join (select parent_id, count(*) as n from public.comments where parent_id is not null
+                             group by parent_id) k on k.parent_id = p.id) n
         where n.id = c.id and c.reply_count is distinct from n.replies');
     if pg_temp.adopt_type('comments', 'is_anchor') is not null
        and not exists (select 1 from pg_attribute where attrelid = 'public.comments'::regclass and attname = 'is_anchor' and attgenerated = 's') then
@@ -617,7 +620,7 @@ begin
   if 'room_members' = any (parked) or 'rooms' = any (parked) then
     create temp table adopt_hosts on commit drop as
       select distinct on (m.room_id) m.room_id, m.user_id, m.username,
-             (select count(*) from public.room_members h where h.room_id = m.room_id and h.is_host) as flagged,
+             count(*) filter (where m.is_host) over (partition by m.room_id) as flagged,
              r.host_user_id as named
         from public.room_members m join public.rooms r on r.room_id = m.room_id
        order by m.room_id, (m.user_id = r.host_user_id) desc, coalesce(m.is_host, false) desc, m.joined_at, m.user_id;
@@ -630,10 +633,10 @@ begin
     update public.rooms r set host_user_id = h.user_id, host_username = h.username
       from adopt_hosts h where h.room_id = r.room_id and (r.host_user_id, r.host_username) is distinct from (h.user_id, h.username);
     perform pg_temp.adopt_repair('rooms.member_count', 'counted from room_members',
-      'update public.rooms r set member_count = n.members
-         from (select r2.room_id, (select count(*) from public.room_members m where m.room_id = r2.room_id) as members
-                 from public.rooms r2) n
-        where n.room_id = r.room_id and r.member_count is distinct from n.members');
+      'update public.rooms r set member_count = coalesce(n.members, 0)
+         from public.rooms r2
+         left join (select room_id, count(*) as members from public.room_members group by room_id) n on n.room_id = r2.room_id
+        where r2.room_id = r.room_id and r.member_count is distinct from coalesce(n.members, 0)');
     perform pg_temp.adopt_repair('rooms.max_members', 'raised to the members the room already has',
       'update public.rooms set max_members = least(greatest(member_count, 2), 1000) where member_count > max_members');
   end if;
