@@ -103,6 +103,9 @@ const videoUrl = `${video.url}/clip.webm`
 try {
   // Create the room from the home page.
   await host.page.goto(base + '/')
+  await checkPage(host, 'home page')
+  await member.page.goto(base + '/')
+  await checkPage(member, 'home page')
   const create = host.page.locator('#create-form')
   await create.getByLabel('Your name').fill('Host')
   await create.getByLabel('Room title').fill('Browser sync test')
@@ -330,15 +333,15 @@ async function rateLimitInWords (who) {
 }
 
 // checkPage: every control has a name, nothing overflows the viewport.
-async function checkPage (who) {
+async function checkPage (who, what = 'room page') {
   const unnamed = await who.page.evaluate(() => [...document.querySelectorAll('button, input, select, textarea')]
     .filter((e) => e.offsetParent !== null)
     .filter((e) => !(e.getAttribute('aria-label') || e.labels?.length || e.textContent.trim() || e.title))
     .map((e) => e.outerHTML.slice(0, 80)))
-  if (unnamed.length) fail(`${who.name}: controls without a label: ${unnamed.join(', ')}`)
+  if (unnamed.length) fail(`${who.name}, ${what}: controls without a label: ${unnamed.join(', ')}`)
   const overflow = await who.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
-  if (overflow > 0) fail(`${who.name}: the page is ${overflow} px wider than its ${who.page.viewportSize().width} px viewport`)
-  if (!unnamed.length && overflow <= 0) ok(`${who.name}: every control labelled, fits ${who.page.viewportSize().width} px`)
+  if (overflow > 0) fail(`${who.name}, ${what}: ${overflow} px wider than its ${who.page.viewportSize().width} px viewport`)
+  if (!unnamed.length && overflow <= 0) ok(`${who.name}, ${what}: every control labelled, fits ${who.page.viewportSize().width} px`)
 }
 
 async function collect (who) {
