@@ -186,7 +186,9 @@ func (v *Verifier) verifyJWT(raw string) (*Claims, error) {
 	}
 
 	claims := jwt.MapClaims{}
-	verifying := jwt.NewParser(jwt.WithTimeFunc(v.now), jwt.WithValidMethods([]string{alg}))
+	// A token without exp would never expire; Supabase refuses it at the
+	// gateway and in Realtime, and so does every path here.
+	verifying := jwt.NewParser(jwt.WithTimeFunc(v.now), jwt.WithValidMethods([]string{alg}), jwt.WithExpirationRequired())
 	if _, err := verifying.ParseWithClaims(raw, claims, keyfunc); err != nil {
 		return nil, &Error{Code: code, Message: "Invalid JWT", cause: err}
 	}

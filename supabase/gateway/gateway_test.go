@@ -104,6 +104,10 @@ func TestKeyCheckWhenVerifyJWTIsOn(t *testing.T) {
 		{"garbage bearer", []string{"Authorization", "Bearer not-a-jwt"}, 401, "UNAUTHORIZED_INVALID_JWT_FORMAT"},
 		{"HS256 wrong secret", []string{"Authorization", "Bearer " + sign(t, jwt.SigningMethodHS256, "", []byte("another-secret-of-at-least-32-characters!"), anonUser)}, 401, "UNAUTHORIZED_LEGACY_JWT"},
 		{"HS256 expired", []string{"Authorization", "Bearer " + sign(t, jwt.SigningMethodHS256, "", secret, jwt.MapClaims{"role": "anon", "exp": time.Now().Add(-time.Minute).Unix()})}, 401, "UNAUTHORIZED_LEGACY_JWT"},
+		// Supabase refuses a token that never expires; so does realtime.
+		{"HS256 without exp", []string{"Authorization", "Bearer " + sign(t, jwt.SigningMethodHS256, "", secret, jwt.MapClaims{"role": "service_role"})}, 401, "UNAUTHORIZED_LEGACY_JWT"},
+		{"HS256 user without exp", []string{"Authorization", "Bearer " + sign(t, jwt.SigningMethodHS256, "", secret, jwt.MapClaims{"role": "authenticated", "sub": "u1"})}, 401, "UNAUTHORIZED_LEGACY_JWT"},
+		{"ES256 without exp", []string{"Authorization", "Bearer " + sign(t, jwt.SigningMethodES256, "ec1", k.ec, jwt.MapClaims{"role": "authenticated", "sub": "u1"})}, 401, "UNAUTHORIZED_ASYMMETRIC_JWT"},
 		{"HS256 not yet valid", []string{"Authorization", "Bearer " + sign(t, jwt.SigningMethodHS256, "", secret, jwt.MapClaims{"role": "anon", "nbf": future})}, 401, "UNAUTHORIZED_LEGACY_JWT"},
 		{"HS512", []string{"Authorization", "Bearer " + sign(t, jwt.SigningMethodHS512, "", secret, anonUser)}, 401, "UNAUTHORIZED_UNSUPPORTED_TOKEN_ALGORITHM"},
 		{"ES256 from another key", []string{"Authorization", "Bearer " + sign(t, jwt.SigningMethodES256, "ec1", other, user)}, 401, "UNAUTHORIZED_ASYMMETRIC_JWT"},

@@ -62,9 +62,11 @@ func classify(token string, err error, now time.Time) *tokenError {
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return &tokenError{Code: "InvalidJWTToken", Message: expiredMessage(token, now), cause: err}
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return &tokenError{Code: "InvalidJWTToken", Message: msgRoleExpRequired, cause: err}
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return &tokenError{Code: "JwtSignatureError", Message: "Failed to validate JWT signature", cause: err}
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing), errors.Is(err, jwt.ErrTokenInvalidClaims):
+	case errors.Is(err, jwt.ErrTokenInvalidClaims):
 		return &tokenError{Code: "InvalidJWTToken", Message: "Token expiration time is invalid", cause: err}
 	}
 	var ae *auth.Error
