@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -34,6 +35,9 @@ func Bind(c echo.Context, dst any) error {
 			var tooLarge *http.MaxBytesError
 			if errors.As(err, &tooLarge) {
 				return Errorf(http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "request body exceeds %d bytes", tooLarge.Limit)
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return Errorf(http.StatusRequestTimeout, CodeRequestTimeout, "the request body did not arrive in time")
 			}
 			return Invalid("", "could not read the request body")
 		}

@@ -26,6 +26,7 @@ const (
 	CodeRoomFull         Code = "ROOM_FULL"
 	CodeConflict         Code = "CONFLICT"
 	CodePayloadTooLarge  Code = "PAYLOAD_TOO_LARGE"
+	CodeRequestTimeout   Code = "REQUEST_TIMEOUT"
 	CodeRateLimited      Code = "RATE_LIMITED"
 	CodeTooManyAttempts  Code = "TOO_MANY_ATTEMPTS"
 	CodeInternal         Code = "INTERNAL_ERROR"

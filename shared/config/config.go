@@ -124,6 +124,10 @@ type Config struct {
 	UpstreamResponseHeaderTimeout time.Duration
 	UpstreamPresence              UpstreamPresence
 
+	// BODY_READ_TIMEOUT bounds how long the body of a request to a function
+	// or to the realtime REST broadcast may take to arrive after its headers.
+	BodyReadTimeout time.Duration
+
 	CronSchedule              string
 	RealtimeMaxEventsPerSec   int
 	Realtime                  RealtimeLimits
@@ -191,6 +195,7 @@ func FromEnv(getenv func(string) string) (*Config, error) {
 
 		UpstreamDialTimeout:           r.duration("UPSTREAM_DIAL_TIMEOUT", 10*time.Second),
 		UpstreamResponseHeaderTimeout: r.duration("UPSTREAM_RESPONSE_HEADER_TIMEOUT", 60*time.Second),
+		BodyReadTimeout:               r.duration("BODY_READ_TIMEOUT", 10*time.Second),
 
 		CronSchedule:              r.str("CRON_SCHEDULE", "0 2 * * *"),
 		RealtimeMaxEventsPerSec:   r.integer("REALTIME_MAX_EVENTS_PER_SECOND", 10),

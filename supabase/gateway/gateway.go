@@ -7,7 +7,6 @@ package gateway
 
 import (
 	"log/slog"
-	"net/http"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -19,9 +18,6 @@ import (
 	"github.com/animesync/animesync/shared/metrics"
 	"github.com/animesync/animesync/supabase/upstream"
 )
-
-// BodyLimit is the largest request body a function accepts.
-const BodyLimit = 64 << 10
 
 // Options is what New needs.
 type Options struct {
@@ -54,7 +50,7 @@ func New(o Options) *echo.Echo {
 	if o.Upstream != nil {
 		e.Pre(passthrough(o.Upstream, o.Logger, labels))
 	}
-	e.Pre(cors(o.Config.CORSAllowOrigin), limitBody(BodyLimit))
+	e.Pre(cors(o.Config.CORSAllowOrigin), bodyDeadline(o.Config.BodyReadTimeout), limitBody(BodyLimit))
 	e.Use(middleware.RequestID(), accessLog(o.Logger, labels), middleware.Recover())
 
 	for _, f := range resolved {
@@ -136,20 +132,6 @@ func stripPathPrefix(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 		}
 		return next(c)
-	}
-}
-
-// limitBody turns an oversized body into 413 before a handler reads it.
-func limitBody(limit int64) echo.MiddlewareFunc {
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			req := c.Request()
-			if req.ContentLength > limit {
-				return errPayloadTooLarge(limit)
-			}
-			req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
-			return next(c)
-		}
 	}
 }
 

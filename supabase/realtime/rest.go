@@ -3,11 +3,13 @@ package realtime
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -49,6 +51,15 @@ func (s *Server) readBody(r *http.Request, envelope int) ([]byte, error) {
 
 var errTooLarge = fmt.Errorf("payload too large")
 
+// bodyError answers a body that could not be read: 408 when it did not
+// arrive in time (the gateway's BODY_READ_TIMEOUT), else 422 with message.
+func bodyError(c echo.Context, err error, message string) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return restError(c, http.StatusRequestTimeout, "Request body did not arrive in time")
+	}
+	return restError(c, http.StatusUnprocessableEntity, message)
+}
+
 // batchBroadcast is POST /realtime/v1/api/broadcast: the fallback of
 // channel.send() before the channel has joined (REALTIME.md §6.4).
 func (s *Server) batchBroadcast(c echo.Context) error {
@@ -58,7 +69,7 @@ func (s *Server) batchBroadcast(c echo.Context) error {
 	}
 	body, err := s.readBody(c.Request(), 64<<10)
 	if err != nil {
-		return restError(c, http.StatusUnprocessableEntity, "Payload too large")
+		return bodyError(c, err, "Payload too large")
 	}
 	var req struct {
 		Messages []struct {
@@ -123,7 +134,7 @@ func (s *Server) singleBroadcast(c echo.Context) error {
 	}
 	body, err := s.readBody(c.Request(), 0)
 	if err != nil {
-		return restError(c, http.StatusUnprocessableEntity, "Payload size exceeds tenant limit")
+		return bodyError(c, err, "Payload size exceeds tenant limit")
 	}
 	mt, _, _ := mime.ParseMediaType(c.Request().Header.Get("Content-Type"))
 	binary := mt == "application/octet-stream"
