@@ -41,7 +41,7 @@ func (d *Deps) roomsJoin(c echo.Context) error {
 			return err
 		}
 		if !room.IsPublic {
-			if refused, err = d.checkAccessKey(ctx, tx, room.RoomID, req.UserID, req.AccessKey); err != nil || refused != nil {
+			if refused, err = d.admitToPrivate(ctx, tx, room.RoomID, &req); err != nil || refused != nil {
 				return err
 			}
 		}
@@ -134,9 +134,41 @@ func (d *Deps) upsertMember(ctx context.Context, tx pgx.Tx, room *store.Room, re
 	return member, nil
 }
 
+// admitToPrivate decides whether the caller may (re-)join a private room.
+//
+// Someone already in the room who proves it, with the room's
+// realtime_token minted for them or a signed-in session of their own,
+// needs no key: wrong keys from strangers must not cut members off from
+// refreshing their token. Anyone else gives the key, under the wrong-key
+// limits. The room-wide limit, which strangers with made-up user ids can
+// exhaust, does not apply to a user_id that is a member; the per-user limit
+// does, so claiming a member's id buys a guesser no more attempts.
+func (d *Deps) admitToPrivate(ctx context.Context, tx pgx.Tx, roomID string, req *roomsJoinRequest) (refused error, err error) {
+	var member bool
+	if err := tx.QueryRow(ctx, `select exists (select 1 from public.room_members where room_id = $1 and user_id = $2)`,
+		roomID, req.UserID).Scan(&member); err != nil {
+		return nil, fmt.Errorf("rooms-join: is %s in %s: %w", req.UserID, roomID, err)
+	}
+	if member && provesIdentityIn(auth.FromContext(ctx), roomID, req.UserID) {
+		return nil, nil
+	}
+	return d.checkAccessKey(ctx, tx, roomID, req.UserID, req.AccessKey, member)
+}
+
+// provesIdentityIn reports whether verified claims show that their bearer
+// is userID in roomID: the room's realtime_token for that user, or the
+// user's own signed-in session.
+func provesIdentityIn(claims *auth.Claims, roomID, userID string) bool {
+	if claims == nil || claims.Subject != userID {
+		return false
+	}
+	return claims.RoomID == roomID || claims.IsUser()
+}
+
 // checkAccessKey enforces the wrong-key limits, then compares the key. It
-// returns refused (and records the attempt) for a wrong or missing key.
-func (d *Deps) checkAccessKey(ctx context.Context, tx pgx.Tx, roomID, userID, key string) (refused error, err error) {
+// returns refused (and records the attempt) for a wrong or missing key. A
+// member's user_id is held to the per-user limit only.
+func (d *Deps) checkAccessKey(ctx context.Context, tx pgx.Tx, roomID, userID, key string, member bool) (refused error, err error) {
 	window := d.Cfg.AccessKeyAttemptWindow
 	var byUser, byRoom int
 	var userRetry, roomRetry float64
@@ -163,7 +195,7 @@ func (d *Deps) checkAccessKey(ctx context.Context, tx pgx.Tx, roomID, userID, ke
 		return api.TooMany(api.CodeTooManyAttempts, userRetry,
 			"too many wrong access keys for room %s; retry in %s", roomID, roundUp(userRetry)), nil
 	}
-	if byRoom >= d.Cfg.AccessKeyAttemptsPerRoom {
+	if byRoom >= d.Cfg.AccessKeyAttemptsPerRoom && !member {
 		return api.TooMany(api.CodeTooManyAttempts, roomRetry,
 			"too many wrong access keys for room %s from everyone; retry in %s", roomID, roundUp(roomRetry)), nil
 	}

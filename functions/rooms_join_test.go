@@ -240,3 +240,107 @@ func TestRoomsJoinConcurrentCapacity(t *testing.T) {
 		t.Fatalf("members %d, member_count %d; want 10 and 10", members, memberCount)
 	}
 }
+
+// Fifty wrong keys from made-up user ids lock a private room against
+// newcomers, but not against the people already in it: a member (or the
+// host) re-joins with the key, or with the realtime_token of the room,
+// whatever strangers did, and a stranger claiming a member's user_id
+// cannot use that to guess more keys than before.
+func TestRoomsJoinLockoutSparesMembers(t *testing.T) {
+	api := servertest.New(t)
+	res := api.Post("rooms-create", aotRoom(map[string]any{"is_public": false, "host_user_id": "hosty"}))
+	if res.Status != http.StatusCreated {
+		t.Fatalf("rooms-create: %d %s", res.Status, res.Body)
+	}
+	d := res.Data(t)
+	private, key := d["room"].(map[string]any)["room_id"].(string), d["access_key"].(string)
+	hostToken := d["realtime_token"].(string)
+	wrong := "000000"
+	if key == wrong {
+		wrong = "111111"
+	}
+	res = join(api, private, "member1", map[string]any{"access_key": key})
+	if res.Status != http.StatusOK {
+		t.Fatalf("member joins: %d %s", res.Status, res.Body)
+	}
+	memberToken := res.Data(t)["realtime_token"].(string)
+
+	for i := 0; i < 50; i++ {
+		if res := join(api, private, fmt.Sprintf("made-up-%d", i), map[string]any{"access_key": wrong}); res.Status != http.StatusForbidden {
+			t.Fatalf("wrong key %d: %d %s", i, res.Status, res.Body)
+		}
+	}
+	if res := join(api, private, "newcomer", map[string]any{"access_key": key}); res.Status != http.StatusTooManyRequests {
+		t.Fatalf("newcomer during the lockout: %d %s, want 429", res.Status, res.Body)
+	}
+	bearer := func(token string) []string { return []string{"Authorization", "Bearer " + token} }
+	body := func(user string, extra map[string]any) map[string]any {
+		b := map[string]any{"room_id": private, "user_id": user, "username": "name-" + user}
+		for k, v := range extra {
+			b[k] = v
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name    string
+		body    map[string]any
+		headers []string
+	}{
+		{"host with the key", body("hosty", map[string]any{"access_key": key}), nil},
+		{"member with the key", body("member1", map[string]any{"access_key": key}), nil},
+		{"member with its realtime_token", body("member1", nil), bearer(memberToken)},
+		{"host with its realtime_token", body("hosty", nil), bearer(hostToken)},
+	} {
+		if res := api.Post("rooms-join", tc.body, tc.headers...); res.Status != http.StatusOK {
+			t.Errorf("%s during the lockout: %d %s", tc.name, res.Status, res.Body)
+		}
+	}
+
+	// A stranger claiming member1's id still gets only the per-user
+	// attempts, and locking that id out does not lock out the token.
+	for i := 0; i < 5; i++ {
+		if res := join(api, private, "member1", map[string]any{"access_key": wrong}); res.Status != http.StatusForbidden {
+			t.Fatalf("wrong key as member1 %d: %d %s", i, res.Status, res.Body)
+		}
+	}
+	if res := join(api, private, "member1", map[string]any{"access_key": key}); res.Status != http.StatusTooManyRequests {
+		t.Fatalf("member1's id after 5 wrong keys: %d %s, want 429", res.Status, res.Body)
+	}
+	if res := api.Post("rooms-join", body("member1", nil), bearer(memberToken)...); res.Status != http.StatusOK {
+		t.Fatalf("member1 with its token after its id was locked: %d %s", res.Status, res.Body)
+	}
+	// A token proves membership of its own room for its own user only.
+	for _, tc := range []struct {
+		name  string
+		body  map[string]any
+		token string
+	}{
+		{"another user's token", body("newcomer", nil), memberToken},
+		{"a token of another room", map[string]any{"room_id": private, "user_id": "other", "username": "O"}, otherRoomToken(t, api, "other")},
+	} {
+		if res := api.Post("rooms-join", tc.body, bearer(tc.token)...); res.Status == http.StatusOK {
+			t.Errorf("%s let a non-member in: %s", tc.name, res.Body)
+		}
+	}
+	// Once member1 leaves, its token no longer stands in for the key.
+	if res := api.Post("rooms-leave", map[string]any{"room_id": private, "user_id": "member1"}); res.Status != http.StatusOK {
+		t.Fatalf("leave: %d %s", res.Status, res.Body)
+	}
+	if res := api.Post("rooms-join", body("member1", nil), bearer(memberToken)...); res.Status == http.StatusOK {
+		t.Fatalf("a former member re-joined with its old token: %s", res.Body)
+	}
+	var n int
+	if err := api.DB.Pool.QueryRow(t.Context(), `select count(*) from public.room_members where room_id = $1 and user_id in ('newcomer', 'other', 'member1')`, private).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("refused joins left %d memberships (%v)", n, err)
+	}
+}
+
+// otherRoomToken joins user to a fresh public room and returns its token.
+func otherRoomToken(tb testing.TB, api *servertest.API, user string) string {
+	tb.Helper()
+	res := join(api, roomID(tb, api), user)
+	if res.Status != http.StatusOK {
+		tb.Fatalf("join other room: %d %s", res.Status, res.Body)
+	}
+	return res.Data(tb)["realtime_token"].(string)
+}
