@@ -122,9 +122,10 @@ func (d *Deps) firstReplies(ctx context.Context, tx pgx.Tx, anchors []*store.Com
 // commentVisibility is the SQL condition (on public.comments, unaliased)
 // under which the caller may read a comment, and its arguments, which the
 // query must pass as $1, $2 and $3. It is the comments_read row-level
-// policy: comments outside rooms, or in public rooms, are everyone's; a
-// private room's are visible to its realtime_token holders, to its
-// signed-in members and to the service role. The functions connect as the
+// policy: a comment written in a private room (private_room_id, which
+// outlives the room) is visible to the service role, to that room's
+// signed-in members and to holders of its realtime_token who are still
+// members; every other comment is everyone's. The functions connect as the
 // table owner, so without this an open function would hand out what RLS
 // keeps private.
 func commentVisibility(claims *auth.Claims) (string, []any) {
@@ -132,19 +133,17 @@ func commentVisibility(claims *auth.Claims) (string, []any) {
 	var tokenRoom, member *string
 	if claims != nil {
 		all = claims.Role == auth.RoleServiceRole
-		if claims.RoomID != "" {
-			tokenRoom = &claims.RoomID
-		}
-		if claims.IsUser() {
+		switch {
+		case claims.IsUser():
 			member = &claims.Subject
+		case claims.RoomID != "" && claims.Subject != "":
+			tokenRoom, member = &claims.RoomID, &claims.Subject
 		}
 	}
-	return `($1::boolean or room_id is null or exists (
-		select 1 from public.rooms vr
-		 where vr.room_id = public.comments.room_id
-		   and (vr.is_public or vr.room_id = $2::text
-		        or exists (select 1 from public.room_members vm
-		                    where vm.room_id = vr.room_id and vm.user_id = $3::text))))`,
+	return `($1::boolean or private_room_id is null or (
+		($2::text is null or private_room_id = $2::text)
+		and exists (select 1 from public.room_members vm
+		             where vm.room_id = public.comments.private_room_id and vm.user_id = $3::text)))`,
 		[]any{all, tokenRoom, member}
 }
 

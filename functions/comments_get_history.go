@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/animesync/animesync/shared/api"
+	"github.com/animesync/animesync/shared/auth"
 )
 
 // Bounds of comments-get-history's lists, so that an answer stays small
@@ -29,7 +30,7 @@ func (d *Deps) commentsGetHistory(c echo.Context) error {
 		return err
 	}
 	var raw []byte
-	q, args := historyQuery(&req)
+	q, args := historyQuery(&req, auth.FromContext(c.Request().Context()))
 	if err := d.Pool.QueryRow(c.Request().Context(), q, args...).Scan(&raw); err != nil {
 		return fmt.Errorf("comments-get-history: aggregate %s: %w", req.AnimeID, err)
 	}
@@ -51,9 +52,13 @@ func (d *Deps) commentsGetHistory(c echo.Context) error {
 // GROUPING SETS pass produces the groups every section is assembled from. Only the top users' latest
 // usernames are looked up afterwards, a few probes of
 // comments_anime_user_recent_idx.
-func historyQuery(req *commentsGetHistoryRequest) (string, []any) {
-	args := []any{req.AnimeID}
-	conds := []string{"anime_id = $1"}
+//
+// Only comments the caller may read count (commentVisibility, $1..$3): a
+// private room's comments are its members' business, even as numbers.
+func historyQuery(req *commentsGetHistoryRequest, claims *auth.Claims) (string, []any) {
+	vis, args := commentVisibility(claims)
+	args = append(args, req.AnimeID)
+	conds := []string{"anime_id = $4", vis}
 	add := func(cond string, v any) {
 		args = append(args, v)
 		conds = append(conds, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
@@ -122,10 +127,10 @@ select json_build_object(
 	                from (select user_id, sum(comments) as comments from eu group by user_id
 	                       order by comments desc, user_id limit %[5]d) t
 	                cross join lateral (
-	                  select c.username from public.comments c
-	                   where c.anime_id = $1 and c.user_id = t.user_id
-	                   order by c.created_at desc limit 1) u)
-)`, hotMomentSeconds, strings.Join(conds, " and "), historyHotMoments, historyHours, historyTopUsers)
+	                  select username from public.comments
+	                   where anime_id = $4 and user_id = t.user_id and %[6]s
+	                   order by created_at desc limit 1) u)
+)`, hotMomentSeconds, strings.Join(conds, " and "), historyHotMoments, historyHours, historyTopUsers, vis)
 	return q, args
 }
 

@@ -73,8 +73,11 @@ func TestRowLevelSecurity(t *testing.T) {
 		rooms, members, comments string
 	}{
 		{"anon sees public rows only", "anon", map[string]any{"role": "anon"}, "[publicroom]", "[h1]", "[free hi]"},
-		{"a realtime_token for the private room", "anon", map[string]any{"role": "anon", "sub": "v", "room_id": "secretroom"},
+		{"a realtime_token for the private room", "anon", map[string]any{"role": "anon", "sub": "member-uuid", "room_id": "secretroom"},
 			"[publicroom secretroom]", "[h1 h2 member-uuid]", "[free hi psst]"},
+		{"the token of someone who left the private room", "anon", map[string]any{"role": "anon", "sub": "left", "room_id": "secretroom"},
+			"[publicroom]", "[h1]", "[free hi]"},
+		{"a token without sub", "anon", map[string]any{"role": "anon", "room_id": "secretroom"}, "[publicroom]", "[h1]", "[free hi]"},
 		{"a token for another room", "anon", map[string]any{"role": "anon", "room_id": "otherroom1"}, "[publicroom]", "[h1]", "[free hi]"},
 		{"a signed-in member of the private room", "authenticated", map[string]any{"role": "authenticated", "sub": "member-uuid"},
 			"[publicroom secretroom]", "[h1 h2 member-uuid]", "[free hi psst]"},
@@ -96,6 +99,60 @@ func TestRowLevelSecurity(t *testing.T) {
 			})
 		})
 	}
+}
+
+// A private room's comments outlive the room (room_id becomes null) but
+// not its privacy: no client reads them afterwards, whether the room was
+// deleted or its last member left. Replies inherit their thread's privacy.
+func TestPrivateCommentsStayPrivateAfterTheirRoom(t *testing.T) {
+	db := dbtest.New(t)
+	seedRooms(t, db)
+	ctx := context.Background()
+	if _, err := db.Pool.Exec(ctx, `
+		insert into public.comments (anime_id, episode_number, user_id, username, message, parent_id, thread_id, depth)
+		select 'a', 1, 'x', 'X', 'reply to psst', id, id, 1 from public.comments where message = 'psst'`); err != nil {
+		t.Fatal(err)
+	}
+	comments := `select message from public.comments order by 1`
+	member := map[string]any{"role": "anon", "sub": "member-uuid", "room_id": "secretroom"}
+	_ = asRole(t, db, "anon", member, func(tx pgx.Tx) error {
+		if got := fmtList(visible(t, tx, comments)); got != "[free hi psst reply to psst]" {
+			t.Errorf("a member before the deletion sees %s", got)
+		}
+		return nil
+	})
+	if _, err := db.Pool.Exec(ctx, `delete from public.rooms where room_id = 'secretroom'`); err != nil {
+		t.Fatal(err)
+	}
+	var orphaned int
+	if err := db.Pool.QueryRow(ctx, `select count(*) from public.comments where room_id is null and message = 'psst'`).Scan(&orphaned); err != nil || orphaned != 1 {
+		t.Fatalf("the comment was not kept with room_id null: %d (%v)", orphaned, err)
+	}
+	for _, c := range []struct {
+		role   string
+		claims map[string]any
+	}{
+		{"anon", map[string]any{"role": "anon"}},
+		{"anon", member},
+		{"authenticated", map[string]any{"role": "authenticated", "sub": "member-uuid"}},
+	} {
+		_ = asRole(t, db, c.role, c.claims, func(tx pgx.Tx) error {
+			if got := fmtList(visible(t, tx, comments)); got != "[free hi]" {
+				t.Errorf("%s %v after the deletion sees %s", c.role, c.claims, got)
+			}
+			return nil
+		})
+	}
+	// A service_role update (or any other) cannot make one public.
+	if _, err := db.Pool.Exec(ctx, `update public.comments set private_room_id = null where message = 'psst'`); err != nil {
+		t.Fatal(err)
+	}
+	_ = asRole(t, db, "anon", map[string]any{"role": "anon"}, func(tx pgx.Tx) error {
+		if got := fmtList(visible(t, tx, comments)); got != "[free hi]" {
+			t.Errorf("after an update, anon sees %s", got)
+		}
+		return nil
+	})
 }
 
 func TestClientRolesCannotWriteOrReadSecrets(t *testing.T) {

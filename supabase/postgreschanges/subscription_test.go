@@ -237,8 +237,15 @@ func TestKeys(t *testing.T) {
 	if DefaultKey(tok1) == DefaultKey(tok2) {
 		t.Error("DefaultKey ignores sub")
 	}
-	if RoomKey(tok1) != RoomKey(tok2) || RoomKey(tok2) == RoomKey(tok3) || RoomKey(tok1) == RoomKey(anon) {
-		t.Error("RoomKey must group by role and room only for anon tokens")
+	tok1again := Auth{Role: "anon", Claims: map[string]any{"role": "anon", "sub": "u1", "room_id": "r1", "exp": 5.0}}
+	if RoomKey(tok1) != RoomKey(tok1again) {
+		t.Error("RoomKey must group one holder's tokens")
+	}
+	if RoomKey(tok1) == RoomKey(tok2) || RoomKey(tok2) == RoomKey(tok3) || RoomKey(tok1) == RoomKey(anon) {
+		t.Error("RoomKey must tell token holders apart (a holder reads a private room while a member)")
+	}
+	if RoomKey(anon) != RoomKey(anon2) {
+		t.Error("RoomKey must group anon-key viewers")
 	}
 	u1 := Auth{Role: "authenticated", Claims: map[string]any{"sub": "u1"}}
 	u2 := Auth{Role: "authenticated", Claims: map[string]any{"sub": "u2"}}

@@ -45,14 +45,17 @@ func DefaultKey(a Auth) string {
 }
 
 // RoomKey is the key for animesync's policies, which read only the role,
-// the room_id claim of a realtime_token and, for signed-in users, sub
-// (animesync.can_read_room). So all holders of one room's realtime_token
-// share a key: 1,000 viewers of a private room cost one check. Keep it in
-// step with the policies of the published tables.
+// the room_id claim of a realtime_token and sub (animesync.can_read_room:
+// a private room is readable by its members, so a token's holder stops
+// reading it once they leave). All anon-key viewers share one key; each
+// holder of a realtime_token, and each signed-in user, has their own, so
+// a private room's change costs one check per subscribed member (all in
+// one round trip). Keep it in step with the policies of the published
+// tables.
 func RoomKey(a Auth) string {
 	room, _ := a.Claims["room_id"].(string)
 	sub := ""
-	if a.Role == "authenticated" {
+	if a.Role == "authenticated" || room != "" {
 		sub, _ = a.Claims["sub"].(string)
 	}
 	return a.Role + "\x00" + room + "\x00" + sub

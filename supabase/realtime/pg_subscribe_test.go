@@ -194,6 +194,11 @@ func TestPostgresChangesErrorsLeaveTheChannelOpen(t *testing.T) {
 func TestAccessTokenResubscribesWithTheNewClaims(t *testing.T) {
 	ps := startPGServer(t, nil)
 	room := ps.newRoom(t, "private", false)
+	// A realtime_token reads a private room while its holder is a member.
+	if _, err := ps.db.Pool.Exec(context.Background(),
+		`insert into public.room_members (room_id, user_id, username) values ($1, 'u', 'U')`, room); err != nil {
+		t.Fatal(err)
+	}
 	c := ps.dial(t, config.DevAnonKey, "1.0.0")
 	topic := "realtime:room:" + room
 	jr, _ := c.join(topic, joinOpts{postgresChanges: []map[string]any{
