@@ -41,7 +41,7 @@ func (d *Deps) roomsJoin(c echo.Context) error {
 			return err
 		}
 		if !room.IsPublic {
-			if refused, err = d.admitToPrivate(ctx, tx, room.RoomID, &req); err != nil || refused != nil {
+			if refused, err = d.admitToPrivate(ctx, tx, room.RoomID, &req, p); err != nil || refused != nil {
 				return err
 			}
 		}
@@ -136,33 +136,23 @@ func (d *Deps) upsertMember(ctx context.Context, tx pgx.Tx, room *store.Room, re
 
 // admitToPrivate decides whether the caller may (re-)join a private room.
 //
-// Someone already in the room who proves it, with the room's
-// realtime_token minted for them or a signed-in session of their own,
-// needs no key: wrong keys from strangers must not cut members off from
-// refreshing their token. Anyone else gives the key, under the wrong-key
-// limits. The room-wide limit, which strangers with made-up user ids can
-// exhaust, does not apply to a user_id that is a member; the per-user limit
-// does, so claiming a member's id buys a guesser no more attempts.
-func (d *Deps) admitToPrivate(ctx context.Context, tx pgx.Tx, roomID string, req *roomsJoinRequest) (refused error, err error) {
+// Someone already in the room who proves it (p: the room's member_token,
+// their own signed-in session, or the service role) needs no key: wrong
+// keys from strangers must not cut members off from refreshing their
+// token. Anyone else gives the key, under the wrong-key limits. The
+// room-wide limit, which strangers with made-up user ids can exhaust, does
+// not apply to a user_id that is a member; the per-user limit does, so
+// claiming a member's id buys a guesser no more attempts.
+func (d *Deps) admitToPrivate(ctx context.Context, tx pgx.Tx, roomID string, req *roomsJoinRequest, p proof) (refused error, err error) {
 	var member bool
 	if err := tx.QueryRow(ctx, `select exists (select 1 from public.room_members where room_id = $1 and user_id = $2)`,
 		roomID, req.UserID).Scan(&member); err != nil {
 		return nil, fmt.Errorf("rooms-join: is %s in %s: %w", req.UserID, roomID, err)
 	}
-	if member && provesIdentityIn(auth.FromContext(ctx), roomID, req.UserID) {
+	if member && p == proven {
 		return nil, nil
 	}
 	return d.checkAccessKey(ctx, tx, roomID, req.UserID, req.AccessKey, member)
-}
-
-// provesIdentityIn reports whether verified claims show that their bearer
-// is userID in roomID: the room's realtime_token for that user, or the
-// user's own signed-in session.
-func provesIdentityIn(claims *auth.Claims, roomID, userID string) bool {
-	if claims == nil || claims.Subject != userID {
-		return false
-	}
-	return claims.RoomID == roomID || claims.IsUser()
 }
 
 // checkAccessKey enforces the wrong-key limits, then compares the key. It
