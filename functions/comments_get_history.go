@@ -88,7 +88,11 @@ func historyQuery(req *commentsGetHistoryRequest, claims *auth.Claims) (string, 
 	q := fmt.Sprintf(`
 with f as (
 	select episode_number, user_id, parent_id is null as is_anchor,
-	       (floor(video_timestamp / %[1]d) * %[1]d)::integer as video_second,
+	       -- Whole seconds first: a stored 5e-324 divided by 30 underflows.
+	       -- Values outside an episode's day (NaN and Infinity included,
+	       -- which PostgreSQL sorts above all numbers) have no moment.
+	       case when video_timestamp between 0 and 86400
+	            then floor(video_timestamp)::integer / %[1]d * %[1]d end as video_second,
 	       date_trunc('hour', created_at, 'UTC') as hour,
 	       created_at
 	  from public.comments

@@ -52,7 +52,8 @@ func (d *Deps) membersGetList(c echo.Context) error {
 // seconds, 0 when no member qualifies.
 func summarize(members []store.Member) membersSummary {
 	s := membersSummary{Total: len(members)}
-	var sum float64
+	// A running mean, so that stored extremes (1e308) cannot overflow a sum.
+	var mean float64
 	n := 0
 	for _, m := range members {
 		if m.Online {
@@ -65,12 +66,17 @@ func summarize(members []store.Member) membersSummary {
 			continue
 		}
 		abs := math.Abs(*m.Drift)
-		sum += abs
+		if math.IsNaN(abs) || math.IsInf(abs, 0) {
+			continue
+		}
 		n++
+		mean += (abs - mean) / float64(n)
 		s.MaxDrift = math.Max(s.MaxDrift, abs)
 	}
-	if n > 0 {
-		s.AverageDrift = math.Round(sum/float64(n)*1000) / 1000
+	if n > 0 && mean < 1e12 { // beyond that, milliseconds are below float64's precision
+		s.AverageDrift = math.Round(mean*1000) / 1000
+	} else {
+		s.AverageDrift = mean
 	}
 	return s
 }

@@ -126,7 +126,14 @@ func (c *Check) Int(field string, v *int, min, max int, required bool) {
 	}
 }
 
-// Number checks a finite number in [min, max]; nil is an error only if required.
+// Resolution is the finest difference a number field keeps: a magnitude
+// below it (subnormals such as 5e-324 included) is stored as 0, and so is
+// -0. Seconds and milliseconds need nothing finer, and values that small
+// underflow in arithmetic (5e-324 / 30 fails in PostgreSQL).
+const Resolution = 1e-6
+
+// Number checks a finite number in [min, max] and normalises it in place
+// (see Resolution); nil is an error only if required.
 func (c *Check) Number(field string, v *float64, min, max float64, required bool) {
 	if v == nil {
 		if required {
@@ -136,6 +143,10 @@ func (c *Check) Number(field string, v *float64, min, max float64, required bool
 	}
 	if math.IsNaN(*v) || math.IsInf(*v, 0) || *v < min || *v > max {
 		c.fail(field, fmt.Sprintf("must be a number between %g and %g", min, max))
+		return
+	}
+	if math.Abs(*v) < Resolution {
+		*v = 0 // also turns -0 into 0
 	}
 }
 

@@ -164,7 +164,15 @@ func Classify(drift float64, previous string, p SyncPolicy) string {
 	}
 }
 
-func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+// round3 rounds to milliseconds. Beyond 1e12 s a float64 holds no
+// milliseconds anyway, and x*1000 could overflow to ±Inf (which JSON cannot
+// carry) for an extreme stored value: those are returned as they are.
+func round3(x float64) float64 {
+	if math.Abs(x) >= 1e12 || math.IsNaN(x) {
+		return x
+	}
+	return math.Round(x*1000) / 1000
+}
 
 // ReportDrift is the drift and status to store for a position report made
 // at now: the reported position minus where the host's video is at that
