@@ -13,13 +13,8 @@ import (
 // comments themselves are kept.
 func TestPrivateCommentsStayPrivateInTheFunctions(t *testing.T) {
 	api := servertest.New(t)
-	res := api.Post("rooms-create", aotRoom(map[string]any{"is_public": false, "host_user_id": "hosty"}))
-	if res.Status != http.StatusCreated {
-		t.Fatalf("rooms-create: %d %s", res.Status, res.Body)
-	}
-	d := res.Data(t)
-	room, key, hostToken := d["room"].(map[string]any)["room_id"].(string), d["access_key"].(string), d["realtime_token"].(string)
-	res = join(api, room, "member1", map[string]any{"access_key": key})
+	room, key, hostToken := privateRoom(t, api, "hosty")
+	res := join(api, room, "member1", map[string]any{"access_key": key})
 	if res.Status != http.StatusOK {
 		t.Fatalf("join: %d %s", res.Status, res.Body)
 	}

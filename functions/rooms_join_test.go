@@ -248,18 +248,12 @@ func TestRoomsJoinConcurrentCapacity(t *testing.T) {
 // cannot use that to guess more keys than before.
 func TestRoomsJoinLockoutSparesMembers(t *testing.T) {
 	api := servertest.New(t)
-	res := api.Post("rooms-create", aotRoom(map[string]any{"is_public": false, "host_user_id": "hosty"}))
-	if res.Status != http.StatusCreated {
-		t.Fatalf("rooms-create: %d %s", res.Status, res.Body)
-	}
-	d := res.Data(t)
-	private, key := d["room"].(map[string]any)["room_id"].(string), d["access_key"].(string)
-	hostToken := d["realtime_token"].(string)
+	private, key, hostToken := privateRoom(t, api, "hosty")
 	wrong := "000000"
 	if key == wrong {
 		wrong = "111111"
 	}
-	res = join(api, private, "member1", map[string]any{"access_key": key})
+	res := join(api, private, "member1", map[string]any{"access_key": key})
 	if res.Status != http.StatusOK {
 		t.Fatalf("member joins: %d %s", res.Status, res.Body)
 	}
@@ -343,4 +337,16 @@ func otherRoomToken(tb testing.TB, api *servertest.API, user string) string {
 		tb.Fatalf("join other room: %d %s", res.Status, res.Body)
 	}
 	return res.Data(tb)["realtime_token"].(string)
+}
+
+// privateRoom creates a private room hosted by host and returns its id,
+// access key and the host's realtime_token.
+func privateRoom(tb testing.TB, api *servertest.API, host string) (room, key, hostToken string) {
+	tb.Helper()
+	res := api.Post("rooms-create", aotRoom(map[string]any{"is_public": false, "host_user_id": host}))
+	if res.Status != http.StatusCreated {
+		tb.Fatalf("rooms-create: %d %s", res.Status, res.Body)
+	}
+	d := res.Data(tb)
+	return d["room"].(map[string]any)["room_id"].(string), d["access_key"].(string), d["realtime_token"].(string)
 }
