@@ -78,19 +78,18 @@ func eventually(t *testing.T, within time.Duration, what string, ok func() bool)
 func roomID(i int) string { return fmt.Sprintf("r%09d", i) }
 
 // seedRooms creates rooms from..to-1, each with its host as a member.
-func seedRooms(t *testing.T, db *dbtest.DB, from, to int) {
+func seedRooms(t testing.TB, db *dbtest.DB, from, to int) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := db.Pool.Exec(ctx, `
+	for _, q := range []string{`
 		insert into public.rooms (room_id, title, anime_id, anime_title, episode_number, video_url, host_user_id, host_username)
 		select 'r' || lpad(g::text, 9, '0'), 'Room ' || g, 'anime', 'Anime', 1, 'https://example.com/v.mp4', 'host' || g, 'Host'
-		  from generate_series($1::int, $2::int - 1) g`, from, to); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Pool.Exec(ctx, `
+		  from generate_series($1::int, $2::int - 1) g`, `
 		insert into public.room_members (room_id, user_id, username, is_host)
-		select 'r' || lpad(g::text, 9, '0'), 'host' || g, 'Host', true from generate_series($1::int, $2::int - 1) g`, from, to); err != nil {
-		t.Fatal(err)
+		select 'r' || lpad(g::text, 9, '0'), 'host' || g, 'Host', true from generate_series($1::int, $2::int - 1) g`} {
+		if _, err := db.Pool.Exec(ctx, q, from, to); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -99,7 +99,11 @@ func (l *Lease) session(ctx context.Context, retry, check time.Duration, lead fu
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // closing ends the session and its lock either way
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx) // closing ends the session, and its lock, either way
+	}()
 	var key int64
 	if err := conn.QueryRow(ctx, `select hashtextextended($1, 0)`, lockName).Scan(&key); err != nil {
 		return fmt.Errorf("lease key: %w", err)
@@ -136,7 +140,9 @@ func (l *Lease) session(ctx context.Context, retry, check time.Duration, lead fu
 			<-done
 			// Unlocked here rather than by the close, so that a standby
 			// sees the lease free as soon as this process stops following.
-			_, _ = conn.Exec(context.WithoutCancel(ctx), `select pg_advisory_unlock($1)`, key)
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_, _ = conn.Exec(uctx, `select pg_advisory_unlock($1)`, key)
+			cancel()
 			return nil
 		case <-done:
 			return errors.New("lead returned while holding the lease")
