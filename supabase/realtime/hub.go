@@ -39,7 +39,7 @@ type topic struct {
 	mu       sync.Mutex
 	presence map[*channel]*presenceEntry
 	seq      uint64
-	// remote holds other nodes' presences by phx_ref (cluster_presence.go).
+	// remote holds other nodes' presences by phx_ref (relay_presence.go).
 	remote map[string]*presenceEntry
 }
 

@@ -42,7 +42,7 @@ type Options struct {
 	// "Subscribed to PostgreSQL" and replication_ready; nil means always.
 	Replication func() ReplicationState
 	// Cluster relays broadcast and presence to the other processes on the
-	// same database (cluster.go); nil: this process is alone.
+	// same database (relay.go); nil: this process is alone.
 	Cluster *cluster.Bus
 }
 

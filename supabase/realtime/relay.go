@@ -19,7 +19,7 @@ import (
 // broadcasts go to every node, and presence is a light Phoenix Tracker:
 // each node owns its local presences, publishes their changes with a
 // per-node sequence number and a heartbeat, and keeps a replica of the
-// others' (cluster_presence.go).
+// others' (relay_presence.go).
 type clusterRelay struct {
 	srv  *Server
 	bus  *cluster.Bus

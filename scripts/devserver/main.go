@@ -3,7 +3,7 @@
 // scripts/bench-realtime can exercise the real supabase-js client against
 // this package before (and independently of) `animesync serve`.
 //
-//	go run ./supabase/realtime/internal/devserver -port 54321
+//	go run ./scripts/devserver -port 54321
 package main
 
 import (
