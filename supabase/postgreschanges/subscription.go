@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -53,7 +52,7 @@ type Subscription struct {
 // Filter is one column=[not.]op.value condition.
 type Filter struct {
 	Column string
-	// Op is one of Operators.
+	// Op names one of operators (operators.go).
 	Op string
 	// Negate is the not. prefix (PostgREST's): the condition must not hold.
 	// As in SQL, a condition whose result is unknown (NULL) holds neither
@@ -72,10 +71,6 @@ type Filter struct {
 	pattern    *regexp.Regexp
 	patternErr error
 }
-
-// Operators are the filter operators of Supabase Realtime (mainline,
-// REALTIME.md §4.3); each may be negated with not.
-var Operators = []string{"eq", "neq", "lt", "lte", "gt", "gte", "in", "like", "ilike", "is", "match", "imatch", "isdistinct"}
 
 // MaxInValues is the longest in list Supabase accepts (Validator checks it,
 // as Supabase's subscription trigger does).
@@ -175,37 +170,13 @@ func parseCondition(s string) (Filter, error) {
 	if !ok {
 		return Filter{}, errors.New(inspectList(rest))
 	}
-	if !slices.Contains(Operators, op) {
+	oper, known := operators[op]
+	if !known {
 		return Filter{}, errors.New(inspectList(op, value))
 	}
 	f.Op = op
-	switch op {
-	case "in":
-		if len(value) < 2 || value[0] != '(' || value[len(value)-1] != ')' {
-			return Filter{}, errors.New("`in` filter value must be wrapped by parentheses")
-		}
-		inner := value[1 : len(value)-1]
-		f.Value = "{" + inner + "}"
-		if strings.TrimSpace(inner) != "" {
-			for _, item := range splitTop(inner) {
-				item = strings.TrimSpace(item)
-				if strings.EqualFold(item, "NULL") {
-					f.inNull = true
-					continue
-				}
-				f.Values = append(f.Values, unquote(item))
-			}
-		}
-	default:
-		f.Value = unquote(value)
-	}
-	switch op {
-	case "like", "ilike":
-		f.pattern, f.patternErr = likePattern(f.Value, op == "ilike")
-	case "match":
-		f.pattern, f.patternErr = regexp.Compile(f.Value)
-	case "imatch":
-		f.pattern, f.patternErr = regexp.Compile("(?i)" + f.Value)
+	if err := oper.parse(&f, value); err != nil {
+		return Filter{}, err
 	}
 	return f, nil
 }
@@ -374,74 +345,8 @@ func (f *Filter) holds(cols []replication.Column, row map[string]any) bool {
 // eval is the un-negated SQL result of the condition on value v of type
 // typ; known is false where SQL yields NULL (or would raise an error).
 func (f *Filter) eval(typ string, v any) (result, known bool) {
-	switch f.Op {
-	case "is":
-		return isKeyword(f.Value, v)
-	case "isdistinct":
-		// The operand is a literal, never NULL.
-		if v == nil {
-			return true, true
-		}
-		cmp, ok := compare(typ, v, f.Value)
-		return cmp != 0, ok
-	}
-	if v == nil {
-		return false, false
-	}
-	switch f.Op {
-	case "in":
-		for _, want := range f.Values {
-			if cmp, ok := compare(typ, v, want); ok && cmp == 0 {
-				return true, true
-			}
-		}
-		// x = any('{…,NULL}') is NULL, not false, when nothing matched.
-		return false, !f.inNull
-	case "like", "ilike", "match", "imatch":
-		if f.pattern == nil {
-			return false, false
-		}
-		return f.pattern.MatchString(textOf(v)), true
-	}
-	cmp, ok := compare(typ, v, f.Value)
-	if !ok {
-		return false, false
-	}
-	switch f.Op {
-	case "eq":
-		return cmp == 0, true
-	case "neq":
-		return cmp != 0, true
-	case "lt":
-		return cmp < 0, true
-	case "lte":
-		return cmp <= 0, true
-	case "gt":
-		return cmp > 0, true
-	case "gte":
-		return cmp >= 0, true
-	}
-	return false, false
-}
-
-// isKeyword evaluates v IS NULL / TRUE / FALSE / UNKNOWN, which is never
-// NULL itself. TRUE, FALSE and UNKNOWN need a boolean (Validator refuses
-// them on other columns); any other keyword is an error in PostgreSQL.
-func isKeyword(keyword string, v any) (result, known bool) {
-	if keyword == "null" {
-		return v == nil, true
-	}
-	b, isBool := v.(bool)
-	if v != nil && !isBool {
-		return false, false
-	}
-	switch keyword {
-	case "true":
-		return isBool && b, true
-	case "false":
-		return isBool && !b, true
-	case "unknown":
-		return v == nil, true
+	if op, ok := operators[f.Op]; ok {
+		return op.eval(f, typ, v)
 	}
 	return false, false
 }

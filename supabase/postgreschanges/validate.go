@@ -255,7 +255,8 @@ func raise(format string, args ...any) error {
 }
 
 // checkFilter applies Supabase's subscription_check_filters to one filter
-// on one table's columns. Operand casts are asked of PostgreSQL itself.
+// on one table's columns: the column must exist and be selectable, then
+// the operator checks its operand (operators.go).
 func checkFilter(ctx context.Context, conn *pgx.Conn, cols []relColumn, f *Filter) error {
 	var col *relColumn
 	for i := range cols {
@@ -267,56 +268,7 @@ func checkFilter(ctx context.Context, conn *pgx.Conn, cols []relColumn, f *Filte
 	if col == nil {
 		return raise("invalid column for filter %s", f.Column)
 	}
-	switch f.Op {
-	case "in":
-		var n int
-		if err := conn.QueryRow(ctx, "select coalesce(cardinality($1::text::"+col.typ+"[]), 0)", f.Value).Scan(&n); err != nil {
-			return err
-		}
-		if n > MaxInValues {
-			return raise("too many values for `in` filter. Maximum %d", MaxInValues)
-		}
-	case "is":
-		switch f.Value {
-		case "null", "true", "false", "unknown":
-		default:
-			return raise("invalid value for is filter: must be null, true, false, or unknown")
-		}
-		if f.Value != "null" && col.typ != "boolean" {
-			return raise("is %s filter requires a boolean column, got %s", f.Value, col.typ)
-		}
-	case "like", "ilike", "match", "imatch":
-		// Supabase asks pg_operator for the column type's own ~~ or ~
-		// operator, which leaves out varchar (it borrows text's); here every
-		// string type (typcategory S: text, varchar, char, name, citext)
-		// qualifies, since matching runs in Go on the text anyway.
-		if col.category != "S" {
-			return raise("operator %s requires a text-compatible column type, got %s", f.Op, col.typ)
-		}
-		if f.Op == "match" || f.Op == "imatch" {
-			if _, err := conn.Exec(ctx, "select '' ~ $1::text", f.Value); err != nil {
-				var pgErr *pgconn.PgError
-				if errors.As(err, &pgErr) && !transientSQLState(pgErr.Code) {
-					return raise("invalid regular expression for %s filter: %s", f.Op, pgErr.Message)
-				}
-				return err
-			}
-			if f.patternErr != nil {
-				// Valid for PostgreSQL, beyond Go's RE2 (back-references,
-				// look-around): it could never be evaluated here.
-				return raise("invalid regular expression for %s filter: %v (RE2 syntax required)", f.Op, f.patternErr)
-			}
-		} else if f.patternErr != nil {
-			return &pgconn.PgError{Severity: "ERROR", Code: "22025", Message: f.patternErr.Error()}
-		}
-	default:
-		// eq neq lt lte gt gte isdistinct: the operand must be a value of
-		// the column's type.
-		if _, err := conn.Exec(ctx, "select $1::text::"+col.typ, f.Value); err != nil {
-			return err
-		}
-	}
-	return nil
+	return operators[f.Op].check(ctx, conn, col, f)
 }
 
 // logParams renders the subscription as Supabase's error messages show it:
