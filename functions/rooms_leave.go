@@ -49,19 +49,24 @@ func (d *Deps) roomsLeave(c echo.Context) error {
 			room.RoomID, req.UserID); err != nil {
 			return fmt.Errorf("rooms-leave: remove %s from %s: %w", req.UserID, room.RoomID, err)
 		}
-		next, err := store.Successor(ctx, tx, room.RoomID, req.UserID, nil)
-		if errors.Is(err, store.ErrNotFound) {
-			res.RoomDeleted = true
-			return store.DeleteRoom(ctx, tx, room.RoomID)
-		}
+		// Empty is a fact of the membership, not of who could succeed.
+		remaining, err := store.HasMembers(ctx, tx, room.RoomID)
 		if err != nil {
 			return err
+		}
+		if !remaining {
+			res.RoomDeleted = true
+			return store.DeleteRoom(ctx, tx, room.RoomID)
 		}
 		if !member.IsHost {
 			return nil
 		}
-		if err := store.MakeHost(ctx, tx, room.RoomID, next); err != nil {
+		next, err := store.HandOverHost(ctx, tx, room.RoomID, req.UserID, nil)
+		if err != nil {
 			return fmt.Errorf("rooms-leave: %w", err)
+		}
+		if next == nil {
+			return fmt.Errorf("rooms-leave: room %s has members but no successor to %s", room.RoomID, req.UserID)
 		}
 		if room, err = store.GetRoom(ctx, tx, room.RoomID, false); err != nil {
 			return err

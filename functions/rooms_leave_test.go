@@ -92,6 +92,30 @@ func TestRoomsLeaveTiesGoToSmallestUserID(t *testing.T) {
 	}
 }
 
+// A room is empty when nobody is in it, not when nobody online could
+// succeed: a host leaving members who have been silent for a day hands
+// over to the first of them and the room stays.
+func TestRoomsLeaveHostWithOnlyOfflineMembersKeepsRoom(t *testing.T) {
+	api := servertest.New(t)
+	room := hostedRoom(t, api, "host1")
+	mustJoin(t, api, room, "sleepy")
+	if _, err := api.DB.Pool.Exec(context.Background(),
+		`update public.room_members set last_seen_at = now() - interval '1 day' where room_id = $1 and user_id = 'sleepy'`, room); err != nil {
+		t.Fatal(err)
+	}
+	res := api.Post("rooms-leave", map[string]any{"room_id": room, "user_id": "host1"})
+	d := res.Data(t)
+	if d["room_deleted"] != false {
+		t.Fatalf("data = %v: the room still has a member", d)
+	}
+	if nh, _ := d["new_host"].(map[string]any); nh["user_id"] != "sleepy" {
+		t.Fatalf("new_host = %v, want sleepy", d["new_host"])
+	}
+	if hostInvariant(t, api, room) != 1 {
+		t.Fatal("want exactly one host")
+	}
+}
+
 func TestRoomsLeaveLastMemberDeletesRoomKeepsComments(t *testing.T) {
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host1")

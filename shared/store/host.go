@@ -9,29 +9,49 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Successor is the member who becomes host when the host goes: the
-// earliest joined, ties by smallest user_id, other than except. With
-// seenSince set, only members seen at or after it (online ones) qualify.
-// It returns ErrNotFound when nobody qualifies. The caller holds the room
-// row lock (GetRoom forUpdate), so the membership cannot change meanwhile.
-func Successor(ctx context.Context, q Querier, roomID, except string, seenSince *time.Time) (*MemberRow, error) {
-	m, err := ScanMember(q.QueryRow(ctx, `
+// succession is the order in which members succeed a host, and the order
+// ListMembers lists them in: earliest joined first, ties by smallest
+// user_id.
+const succession = "joined_at, user_id"
+
+// HandOverHost is host succession, the one operation rooms-leave and the
+// host liveness sweep share: the host role of a room moves from the member
+// from to the first other member in succession order, among the members
+// seen at or after onlineSince when it is set. It returns the new host, or
+// nil when no member qualifies (the room is left as it is). The caller
+// holds the room row lock (GetRoom forUpdate), so the membership cannot
+// change meanwhile.
+func HandOverHost(ctx context.Context, tx pgx.Tx, roomID, from string, onlineSince *time.Time) (*MemberRow, error) {
+	next, err := ScanMember(tx.QueryRow(ctx, `
 		select `+MemberColumns+`
 		  from public.room_members
 		 where room_id = $1 and user_id <> $2
 		   and ($3::timestamptz is null or last_seen_at >= $3)
-		 order by joined_at, user_id
-		 limit 1`, roomID, except, seenSince))
+		 order by `+succession+`
+		 limit 1`, roomID, from, onlineSince))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, ErrNotFound
+		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("find successor of %s in room %s: %w", except, roomID, err)
+		return nil, fmt.Errorf("find successor of %s in room %s: %w", from, roomID, err)
 	}
-	return m, nil
+	if err := MakeHost(ctx, tx, roomID, next); err != nil {
+		return nil, err
+	}
+	return next, nil
 }
 
-// MakeHost moves the host role of a room to next. The caller holds the
+// HasMembers reports whether anyone is still in the room.
+func HasMembers(ctx context.Context, q Querier, roomID string) (bool, error) {
+	var exists bool
+	if err := q.QueryRow(ctx, `select exists (select 1 from public.room_members where room_id = $1)`, roomID).Scan(&exists); err != nil {
+		return false, fmt.Errorf("count members of room %s: %w", roomID, err)
+	}
+	return exists, nil
+}
+
+// MakeHost moves the host role of a room to next (HandOverHost, and
+// explicit transfers). The caller holds the
 // room row lock. The old host's flag is cleared before the new one is set,
 // because the one-host unique index is checked row by row; the room's
 // host_user_id and host_username follow in the same transaction, so no

@@ -53,11 +53,10 @@ func GetMember(ctx context.Context, q Querier, roomID, userID string) (*MemberRo
 	return m, nil
 }
 
-// ListMembers reads a room's members in succession order: earliest joined
-// first, ties by smallest user_id.
+// ListMembers reads a room's members in succession order (host.go).
 func ListMembers(ctx context.Context, q Querier, roomID string) ([]*MemberRow, error) {
 	rows, err := q.Query(ctx,
-		`select `+MemberColumns+` from public.room_members where room_id = $1 order by joined_at, user_id`, roomID)
+		`select `+MemberColumns+` from public.room_members where room_id = $1 order by `+succession, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("list members of room %s: %w", roomID, err)
 	}

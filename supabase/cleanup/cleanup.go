@@ -226,15 +226,9 @@ func (s *Sweeper) transferHost(ctx context.Context, roomID string, silentBefore,
 		if host != nil && !host.LastSeenAt.Before(silentBefore) {
 			return nil // back in time
 		}
-		next, err := store.Successor(ctx, tx, roomID, room.HostUserID, &onlineSince)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := store.MakeHost(ctx, tx, roomID, next); err != nil {
-			return err
+		next, err := store.HandOverHost(ctx, tx, roomID, room.HostUserID, &onlineSince)
+		if err != nil || next == nil {
+			return err // nil: nobody online to take over; the room keeps its host
 		}
 		t = &Transfer{RoomID: roomID, From: room.HostUserID, To: next.UserID}
 		return nil
