@@ -394,6 +394,9 @@ func TestCommentsCreateVerbatim(t *testing.T) {
 		if got := c.(map[string]any)["message"]; got != messages[i] {
 			t.Errorf("listed %q, want %q", got, messages[i])
 		}
+		if got := c.(map[string]any)["id"]; got != ids[i] {
+			t.Errorf("listed comment %d is %v, want %s (oldest first)", i, got, ids[i])
+		}
 	}
 }
 

@@ -11,11 +11,14 @@ type Function struct {
 	Name string
 	// Methods the function answers; OPTIONS is always answered by the gateway.
 	Methods []string
-	// VerifyJWT is Supabase's default (true); supabase/config.toml overrides it.
-	VerifyJWT bool
 	// Aliases are extra paths under /functions/v1/ that reach the same handler.
 	Aliases []string
+	// Request is the zero value of the function's request type: the fields
+	// it binds from the body or query (docs/API_REFERENCE.md documents each).
+	Request any
 	Handler echo.HandlerFunc
+	// verify_jwt is not here: supabase/config.toml is its one home, with
+	// Supabase's default (true) for a function it does not list.
 }
 
 // Path is where the function is served.
@@ -30,17 +33,17 @@ var (
 // A function that is not listed here answers 404, like an undeployed one.
 func Registry(d *Deps) []Function {
 	return []Function{
-		{Name: "rooms-create", Methods: write, VerifyJWT: true, Aliases: []string{"rooms/create-realtime"}, Handler: d.roomsCreate},
-		{Name: "rooms-join", Methods: write, VerifyJWT: true, Handler: d.roomsJoin},
-		{Name: "rooms-leave", Methods: write, VerifyJWT: true, Handler: d.roomsLeave},
-		{Name: "rooms-delete", Methods: write, VerifyJWT: true, Handler: d.roomsDelete},
-		{Name: "rooms-list-public", Methods: read, VerifyJWT: true, Handler: d.roomsListPublic},
-		{Name: "sync-control", Methods: write, VerifyJWT: true, Aliases: []string{"sync/control"}, Handler: d.syncControl},
-		{Name: "sync-get-host-time", Methods: read, VerifyJWT: true, Handler: d.syncGetHostTime},
-		{Name: "comments-create", Methods: write, VerifyJWT: true, Handler: d.commentsCreate},
-		{Name: "comments-get-by-episode", Methods: read, VerifyJWT: true, Handler: d.commentsGetByEpisode},
-		{Name: "comments-get-history", Methods: read, VerifyJWT: true, Handler: d.commentsGetHistory},
-		{Name: "members-get-list", Methods: read, VerifyJWT: true, Handler: d.membersGetList},
-		{Name: "members-update-status", Methods: write, VerifyJWT: true, Handler: d.membersUpdateStatus},
+		{Name: "rooms-create", Methods: write, Aliases: []string{"rooms/create-realtime"}, Request: roomsCreateRequest{}, Handler: d.roomsCreate},
+		{Name: "rooms-join", Methods: write, Request: roomsJoinRequest{}, Handler: d.roomsJoin},
+		{Name: "rooms-leave", Methods: write, Request: roomMemberRequest{}, Handler: d.roomsLeave},
+		{Name: "rooms-delete", Methods: write, Request: roomMemberRequest{}, Handler: d.roomsDelete},
+		{Name: "rooms-list-public", Methods: read, Request: roomsListPublicRequest{}, Handler: d.roomsListPublic},
+		{Name: "sync-control", Methods: write, Aliases: []string{"sync/control"}, Request: syncControlRequest{}, Handler: d.syncControl},
+		{Name: "sync-get-host-time", Methods: read, Request: syncGetHostTimeRequest{}, Handler: d.syncGetHostTime},
+		{Name: "comments-create", Methods: write, Request: commentsCreateRequest{}, Handler: d.commentsCreate},
+		{Name: "comments-get-by-episode", Methods: read, Request: commentsGetByEpisodeRequest{}, Handler: d.commentsGetByEpisode},
+		{Name: "comments-get-history", Methods: read, Request: commentsGetHistoryRequest{}, Handler: d.commentsGetHistory},
+		{Name: "members-get-list", Methods: read, Request: membersGetListRequest{}, Handler: d.membersGetList},
+		{Name: "members-update-status", Methods: write, Request: membersUpdateStatusRequest{}, Handler: d.membersUpdateStatus},
 	}
 }

@@ -88,7 +88,8 @@ func New(o Options) *echo.Echo {
 // Resolved is a registry entry with config.toml applied.
 type Resolved struct {
 	functions.Function
-	Enabled bool
+	VerifyJWT bool
+	Enabled   bool
 }
 
 // Paths are the function's path and its aliases.
@@ -101,11 +102,11 @@ func (r Resolved) Paths() []string {
 }
 
 // Resolve applies supabase/config.toml to the registry: a section's
-// verify_jwt and enabled override the function's defaults.
+// verify_jwt and enabled, else Supabase's defaults (both true).
 func Resolve(fns []functions.Function, settings map[string]config.FunctionSettings) []Resolved {
 	out := make([]Resolved, 0, len(fns))
 	for _, f := range fns {
-		r := Resolved{Function: f, Enabled: true}
+		r := Resolved{Function: f, VerifyJWT: true, Enabled: true}
 		if s, ok := settings[f.Name]; ok {
 			if s.VerifyJWT != nil {
 				r.VerifyJWT = *s.VerifyJWT

@@ -19,9 +19,12 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/animesync/animesync/functions"
 	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/shared/dbtest"
+	"github.com/animesync/animesync/supabase"
+	"github.com/animesync/animesync/supabase/gateway"
 	"github.com/animesync/animesync/supabase/server/servertest"
 )
 
@@ -295,5 +298,38 @@ func assertCORS(t *testing.T, res *servertest.Response) {
 	}
 	if ct := res.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		t.Errorf("Content-Type %q", ct)
+	}
+}
+
+// supabase/config.toml is where verify_jwt is set: it names every function
+// of the registry, with verify_jwt explicit, and nothing else, so the
+// shipped file and the served functions cannot drift apart.
+func TestConfigTOMLAgreesWithRegistry(t *testing.T) {
+	settings, err := config.ParseFunctionSettings(supabase.ConfigTOML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, f := range functions.Registry(&functions.Deps{}) {
+		names[f.Name] = true
+		s, ok := settings[f.Name]
+		if !ok {
+			t.Errorf("supabase/config.toml has no [functions.%s]", f.Name)
+			continue
+		}
+		if s.VerifyJWT == nil {
+			t.Errorf("[functions.%s] does not set verify_jwt", f.Name)
+		}
+	}
+	for name := range settings {
+		if !names[name] {
+			t.Errorf("supabase/config.toml configures [functions.%s], which the registry does not have", name)
+		}
+	}
+	// Without a section, Supabase's defaults hold.
+	for _, r := range gateway.Resolve(functions.Registry(&functions.Deps{}), nil) {
+		if !r.VerifyJWT || !r.Enabled {
+			t.Errorf("%s without config: verify_jwt=%v enabled=%v, want Supabase's true, true", r.Name, r.VerifyJWT, r.Enabled)
+		}
 	}
 }
