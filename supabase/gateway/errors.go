@@ -9,6 +9,7 @@ import (
 
 	"github.com/animesync/animesync/shared/api"
 	"github.com/animesync/animesync/shared/db"
+	"github.com/animesync/animesync/supabase/upstream"
 )
 
 // logErrorKey carries the underlying error of a failed request to the
@@ -20,8 +21,13 @@ func errorHandler(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
-	e := toAPIError(err)
 	c.Set(logErrorKey, err)
+	var pe *platformError
+	if errors.As(err, &pe) {
+		_ = c.JSON(pe.Status, pe.body())
+		return
+	}
+	e := toAPIError(err)
 	if ra := e.RetryAfterHeader(); ra != "" {
 		c.Response().Header().Set("Retry-After", ra)
 	}
@@ -39,6 +45,42 @@ func errorHandler(err error, c echo.Context) {
 		return
 	}
 	_ = c.JSON(e.Status, api.FailureOf(e))
+}
+
+// platformError is an answer of the platform around the functions (the
+// Supabase gateway's part) rather than of a function: a {code, message}
+// body, which postgrest-js and storage-js read, and with Envelope the
+// functions' failure envelope beside it, for clients that read that.
+type platformError struct {
+	Status   int
+	Code     string
+	Message  string
+	Envelope bool
+}
+
+func (e *platformError) Error() string { return e.Code + ": " + e.Message }
+
+func (e *platformError) body() map[string]any {
+	b := map[string]any{"code": e.Code, "message": e.Message}
+	if e.Envelope {
+		b["success"] = false
+		b["error"] = map[string]any{"code": e.Code, "message": e.Message}
+	}
+	return b
+}
+
+// metricsDisabled is /metrics with METRICS_ENABLED off: a 404 that says
+// why, in the gateway's {code, message} shape like its other 404s.
+func metricsDisabled(echo.Context) error {
+	return &platformError{Status: http.StatusNotFound, Code: "NOT_FOUND",
+		Message: "metrics are disabled: set METRICS_ENABLED=true to serve /metrics"}
+}
+
+// noUpstream answers the Supabase service paths when no upstream is
+// configured: 404 NO_UPSTREAM naming the service and the fix.
+func noUpstream(c echo.Context) error {
+	return &platformError{Status: http.StatusNotFound, Code: upstream.CodeNoUpstream,
+		Message: upstream.MissingMessage(c.Request().URL.Path), Envelope: true}
 }
 
 func toAPIError(err error) *api.Error {

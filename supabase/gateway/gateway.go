@@ -77,8 +77,8 @@ func New(o Options) *echo.Echo {
 	if o.Upstream == nil {
 		for _, p := range upstream.Prefixes {
 			if p != upstream.RealtimePrefix {
-				e.Any(p, upstream.Missing)
-				e.Any(p+"/*", upstream.Missing)
+				e.Any(p, noUpstream)
+				e.Any(p+"/*", noUpstream)
 			}
 		}
 	}

@@ -125,10 +125,3 @@ func passthrough(p *upstream.Proxy, log *slog.Logger, labels routeLabels) echo.M
 		}
 	}
 }
-
-// metricsDisabled is /metrics with METRICS_ENABLED off: a 404 that says
-// why, in the gateway's {code, message} shape like its other 404s.
-func metricsDisabled(c echo.Context) error {
-	const msg = "metrics are disabled: set METRICS_ENABLED=true to serve /metrics"
-	return c.JSON(http.StatusNotFound, map[string]string{"code": "NOT_FOUND", "message": msg})
-}

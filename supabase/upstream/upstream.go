@@ -25,8 +25,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/labstack/echo/v4"
 )
 
 // Prefixes are the Supabase services proxied in upstream mode.
@@ -177,16 +175,15 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, p.origin, http.StatusBadGateway, code, msg)
 }
 
-// Missing answers the Supabase service paths when no upstream is
-// configured: 404 NO_UPSTREAM naming the service and the fix. It runs behind
-// the gateway, which adds the CORS headers.
-func Missing(c echo.Context) error {
-	prefix := Prefix(c.Request().URL.Path)
+// MissingMessage says, for a Supabase service path requested with no
+// upstream configured, which service it is and how to get one (the
+// gateway's 404 NO_UPSTREAM).
+func MissingMessage(path string) string {
+	prefix := Prefix(path)
 	if prefix == "" {
-		prefix = c.Request().URL.Path
+		prefix = path
 	}
-	msg := prefix + " is served by a Supabase project: set SUPABASE_URL to use one (animesync serves /functions/v1 and " + RealtimePrefix + " itself)"
-	return c.JSON(http.StatusNotFound, errorBody(CodeNoUpstream, msg))
+	return prefix + " is served by a Supabase project: set SUPABASE_URL to use one (animesync serves /functions/v1 and " + RealtimePrefix + " itself)"
 }
 
 // errorBody has both the Supabase gateway's shape ({code, message}, which
