@@ -83,7 +83,8 @@ func rootCause(err error) string {
 // InTx runs fn in one transaction and commits it; any error rolls it back,
 // so a failed request leaves the database as it was. A deadlock or
 // serialization failure is retried (fn must not keep state between tries),
-// so that concurrent requests never surface one to a client.
+// so that concurrent requests never surface one to a client; retries stop
+// when ctx ends (the client is gone or its deadline passed).
 func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) error {
 	const tries = 5
 	var err error
@@ -92,7 +93,13 @@ func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) error 
 		if !isRetryable(err) {
 			return err
 		}
-		time.Sleep(time.Duration(i+1) * 5 * time.Millisecond)
+		pause := time.NewTimer(time.Duration(i+1) * 5 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			pause.Stop()
+			return err
+		case <-pause.C:
+		}
 	}
 	return err
 }
