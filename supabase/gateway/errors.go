@@ -9,6 +9,7 @@ import (
 
 	"github.com/animesync/animesync/shared/api"
 	"github.com/animesync/animesync/shared/db"
+	"github.com/animesync/animesync/shared/ratelimit"
 	"github.com/animesync/animesync/supabase/upstream"
 )
 
@@ -87,6 +88,10 @@ func toAPIError(err error) *api.Error {
 	var ae *api.Error
 	if errors.As(err, &ae) {
 		return ae
+	}
+	var limited *ratelimit.Exceeded
+	if errors.As(err, &limited) {
+		return api.TooMany(api.CodeRateLimited, limited.RetryAfter.Seconds(), "%s", limited.Error())
 	}
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
