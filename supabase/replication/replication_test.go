@@ -337,7 +337,8 @@ func TestBroadcastFromTheDatabase(t *testing.T) {
 	}
 	for k := range state {
 		switch k {
-		case "room_id", "host_user_id", "current_time", "is_playing", "playback_rate", "sync_version", "execute_at", "updated_at", "id":
+		case "room_id", "host_user_id", "current_time", "is_playing", "playback_rate", "sync_version", "execute_at", "updated_at",
+			"server_time", "expected_time", "id":
 		default:
 			t.Errorf("sync payload has unexpected key %q", k)
 		}
