@@ -11,8 +11,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/animesync/animesync/shared/config"
+	"github.com/animesync/animesync/shared/dbtest"
 	"github.com/animesync/animesync/shared/metrics/metricstest"
 	"github.com/animesync/animesync/supabase/cleanup"
+	"github.com/animesync/animesync/supabase/server"
 	"github.com/animesync/animesync/supabase/server/servertest"
 )
 
@@ -190,9 +193,18 @@ func TestEachSweepRunsOncePerSlotAcrossProcesses(t *testing.T) {
 }
 
 func TestBadCronScheduleStopsStartup(t *testing.T) {
-	api := servertest.New(t, servertest.Options{Env: map[string]string{"CRON_SCHEDULE": "every night"}})
-	if _, err := cleanup.New(api.DB.Pool, api.Config, slog.Default(), nil, nil); err == nil {
+	d := dbtest.New(t)
+	cfg, err := config.FromEnv(func(k string) string { return map[string]string{"CRON_SCHEDULE": "every night"}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DBURL = d.URL
+	if _, err := cleanup.New(d.Pool, cfg, slog.Default(), nil, nil); err == nil {
 		t.Fatal("a bad CRON_SCHEDULE was accepted")
+	}
+	// The server assembles its sweeper, so it does not start either.
+	if _, err := server.Assemble(server.Parts{Pool: d.Pool, Config: cfg, Logger: slog.Default()}); err == nil {
+		t.Fatal("the server assembled with a bad CRON_SCHEDULE")
 	}
 }
 

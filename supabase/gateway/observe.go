@@ -11,6 +11,7 @@ import (
 
 	"github.com/animesync/animesync/shared/api"
 	"github.com/animesync/animesync/shared/metrics"
+	"github.com/animesync/animesync/shared/ratelimit"
 	"github.com/animesync/animesync/supabase/upstream"
 )
 
@@ -89,14 +90,19 @@ func observe(m *metrics.Metrics, labels routeLabels) echo.MiddlewareFunc {
 	}
 }
 
-// CodeUpstream labels a 429 that is not an api.Error. Every limit of
+// CodeUpstream labels a 429 that is neither a ratelimit.Exceeded nor an
+// api.Error. Every limit of
 // animesync's own answers with one, so such a 429 is the upstream
 // project's (its auth or storage limits), passed through in upstream mode.
 const CodeUpstream = "UPSTREAM"
 
 func rateLimitCode(err error) string {
+	var limited *ratelimit.Exceeded
 	var ae *api.Error
-	if errors.As(err, &ae) {
+	switch {
+	case errors.As(err, &limited):
+		return string(api.CodeRateLimited)
+	case errors.As(err, &ae):
 		return string(ae.Code)
 	}
 	return CodeUpstream

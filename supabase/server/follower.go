@@ -10,7 +10,7 @@ import (
 
 // newPresenceFollower is upstream mode's presence follower feeding sink,
 // or nil when UPSTREAM_PRESENCE is off or it cannot work.
-func newPresenceFollower(c Components, sink *functions.PresenceReports) *follower.Service {
+func newPresenceFollower(c Parts, sink *functions.PresenceReports) *follower.Service {
 	cfg := c.Config
 	up := cfg.UpstreamPresence
 	if !up.Enabled || c.Pool == nil || cfg.DBURL == "" {

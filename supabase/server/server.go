@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -36,27 +35,37 @@ import (
 	"github.com/animesync/animesync/supabase/web"
 )
 
-// Server is a running animesync.
+// Server is animesync assembled: the HTTP router (gateway, functions and,
+// unless in upstream mode, the built-in realtime server) and the
+// background work Run starts beside it.
 type Server struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	pool     *pgxpool.Pool
-	verifier *auth.Verifier
-	echo     *echo.Echo
-	sweeper  *cleanup.Sweeper
-	metrics  *metrics.Metrics
-	app      *App
+	cfg     *config.Config
+	log     *slog.Logger
+	pool    *pgxpool.Pool
+	metrics *metrics.Metrics
+	router  *echo.Echo
+	sweeper *cleanup.Sweeper
+
+	// presence turns presence into member reports: fed by the built-in
+	// realtime server, or in upstream mode by the follower.
+	presence *functions.PresenceReports
+	// The built-in realtime server and its change feed; nil in upstream
+	// mode, where the Supabase project's Realtime serves /realtime/v1.
+	realtime *realtime.Server
+	changes  *realtime.ChangeFeed
+	// follower follows the upstream's presence (upstream mode, while this
+	// process holds the lease); nil otherwise.
+	follower *follower.Service
 }
 
 // Options tune New.
 type Options struct {
 	// Migrate applies pending migrations before serving.
 	Migrate bool
-	// Listener, when set, is served instead of listening on cfg.Addr().
-	Listener net.Listener
 }
 
-// New connects, migrates and assembles everything; it serves nothing yet.
+// New connects, migrates and assembles everything from the configuration;
+// it serves nothing yet.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) (*Server, error) {
 	if cfg.DBURL == "" {
 		return nil, errors.New("no database configured: set SUPABASE_DB_URL (or DATABASE_URL), or run scripts/dev to start a local one")
@@ -71,7 +80,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 			pool.Close()
 		}
 	}()
-	s := &Server{cfg: cfg, log: log, pool: pool}
 	if opts.Migrate {
 		n, err := migrations.Up(ctx, db.SQLDB(pool), nil)
 		if err != nil {
@@ -83,25 +91,90 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	if err != nil {
 		return nil, err
 	}
-	settings, err := FunctionSettings(cfg)
+	settings, err := functionSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	proxy, err := newUpstream(cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	// Collectors exist whether or not /metrics is served, so components
 	// record unconditionally; METRICS_ENABLED only decides exposure.
-	s.metrics = metrics.New()
-	if s.sweeper, err = cleanup.New(pool, cfg, log, nil, s.metrics); err != nil {
-		return nil, err
-	}
-	s.verifier = NewVerifier(cfg, jwks)
-	proxy, err := NewUpstream(cfg, log)
+	s, err := Assemble(Parts{Pool: pool, Config: cfg, Logger: log, Verifier: NewVerifier(cfg, jwks),
+		Settings: settings, Metrics: metrics.New(), Upstream: proxy})
 	if err != nil {
 		return nil, err
 	}
-	s.app = NewApp(Components{Pool: pool, Config: cfg, Logger: log, Verifier: s.verifier, Settings: settings,
-		Metrics: s.metrics, Upstream: proxy})
-	s.echo = s.app.Echo
 	ok = true
+	return s, nil
+}
+
+// Parts are what a Server is assembled from: New reads them from the
+// configuration, tests (servertest) bring their own.
+type Parts struct {
+	Pool     *pgxpool.Pool
+	Config   *config.Config
+	Logger   *slog.Logger
+	Verifier *auth.Verifier
+	// Settings are supabase/config.toml's [functions.*].
+	Settings map[string]config.FunctionSettings
+	// Now is the clock the functions use; nil means time.Now.
+	Now func() time.Time
+	// Metrics records what the components do; nil records nothing.
+	Metrics *metrics.Metrics
+	// Upstream is the Supabase project proxied in upstream mode; nil
+	// serves without one.
+	Upstream *upstream.Proxy
+}
+
+// Assemble wires the parts together: functions behind the gateway, the
+// presence reports, and without an upstream the realtime server with its
+// change feed, with one the presence follower. Tests use it with a database of their own.
+func Assemble(p Parts) (*Server, error) {
+	s := &Server{cfg: p.Config, log: p.Logger, pool: p.Pool, metrics: p.Metrics}
+	var err error
+	if s.sweeper, err = cleanup.New(p.Pool, p.Config, p.Logger, nil, p.Metrics); err != nil {
+		return nil, err
+	}
+	deps := &functions.Deps{Pool: p.Pool, Cfg: p.Config, Tokens: p.Verifier, Log: p.Logger, Now: p.Now, Metrics: p.Metrics}
+	health := &gateway.Health{Pool: p.Pool, Started: time.Now()}
+	s.presence = functions.NewPresenceReports(deps)
+	if p.Upstream != nil {
+		if f := newPresenceFollower(p, s.presence); f != nil {
+			s.follower = f
+			health.Realtime = func() any { return f.Status() }
+		}
+	} else {
+		opts := realtime.Options{Verifier: p.Verifier, Config: p.Config, Logger: p.Logger, Presence: s.presence,
+			Metrics: p.Metrics, Cluster: newClusterBus(p)}
+		if p.Pool != nil {
+			opts.Subscriptions = postgreschanges.NewValidator(p.Pool)
+		}
+		s.realtime = realtime.New(opts)
+		s.changes = s.realtime.NewChangeFeed(p.Pool, p.Config.DBURL)
+		health.Realtime = s.realtimeHealth
+	}
+	s.router = gateway.New(gateway.Options{
+		Functions: functions.Registry(deps),
+		Settings:  p.Settings,
+		Verifier:  p.Verifier,
+		Config:    p.Config,
+		Logger:    p.Logger,
+		Health:    health,
+		Metrics:   p.Metrics,
+		Upstream:  p.Upstream,
+	})
+	if s.realtime != nil {
+		s.realtime.Register(s.router)
+	}
+	if p.Config != nil {
+		web.Register(s.router, web.Options{
+			PublishableKey: p.Config.PublishableKey, AnonKey: p.Config.AnonKey, Upstream: p.Upstream != nil,
+			PresenceIntervalMS: p.Config.PresenceInterval.Milliseconds(), SyncToleranceMS: p.Config.SyncTolerance.Milliseconds(),
+			SyncLeadTimeMS: p.Config.SyncLeadTime.Milliseconds(),
+		})
+	}
 	return s, nil
 }
 
@@ -112,24 +185,8 @@ func NewVerifier(cfg *config.Config, jwks auth.KeySet) *auth.Verifier {
 	})
 }
 
-// Components are the parts NewRouter wires together.
-type Components struct {
-	Pool     *pgxpool.Pool
-	Config   *config.Config
-	Logger   *slog.Logger
-	Verifier *auth.Verifier
-	Settings map[string]config.FunctionSettings
-	// Now is the clock the functions use; nil means time.Now.
-	Now func() time.Time
-	// Metrics records what the components do; nil records nothing.
-	Metrics *metrics.Metrics
-	// Upstream is the Supabase project proxied in upstream mode (see
-	// NewUpstream); nil serves without one.
-	Upstream *upstream.Proxy
-}
-
-// NewUpstream is the proxy to SUPABASE_URL, or nil when it is not set.
-func NewUpstream(cfg *config.Config, log *slog.Logger) (*upstream.Proxy, error) {
+// newUpstream is the proxy to SUPABASE_URL, or nil when it is not set.
+func newUpstream(cfg *config.Config, log *slog.Logger) (*upstream.Proxy, error) {
 	if cfg.SupabaseURL == "" {
 		return nil, nil
 	}
@@ -145,85 +202,6 @@ func NewUpstream(cfg *config.Config, log *slog.Logger) (*upstream.Proxy, error) 
 	return p, nil
 }
 
-// App is the assembled HTTP side: the router, and the built-in realtime
-// server with the presence reports it feeds (both nil in upstream mode,
-// where the Supabase project's Realtime serves /realtime/v1).
-type App struct {
-	Echo     *echo.Echo
-	Realtime *realtime.Server
-	// Presence turns presence into member reports: fed by Realtime in
-	// embedded mode, by Follower in upstream mode.
-	Presence *functions.PresenceReports
-	// Follower follows the upstream's presence (upstream mode, while this
-	// process holds the lease); nil otherwise.
-	Follower *follower.Service
-	// changes is the replication consumer once it runs, for /health.
-	changes atomic.Pointer[replication.Consumer]
-	// changesOff is set when the database cannot replicate logically: the
-	// system message channels with postgres_changes bindings get.
-	changesOff atomic.Pointer[string]
-}
-
-// replicationState tells the realtime server whether changes stream.
-func (a *App) replicationState() realtime.ReplicationState {
-	if msg := a.changesOff.Load(); msg != nil {
-		return realtime.ReplicationState{Disabled: *msg}
-	}
-	c := a.changes.Load()
-	return realtime.ReplicationState{Streaming: c != nil && c.Status().Connected}
-}
-
-// NewApp builds the router and, without an upstream, the realtime server;
-// with one, the presence follower.
-func NewApp(c Components) *App {
-	deps := &functions.Deps{Pool: c.Pool, Cfg: c.Config, Tokens: c.Verifier, Log: c.Logger, Now: c.Now, Metrics: c.Metrics}
-	health := &gateway.Health{Pool: c.Pool, Started: time.Now()}
-	app := &App{Presence: functions.NewPresenceReports(deps)}
-	if c.Upstream != nil {
-		if f := newPresenceFollower(c, app.Presence); f != nil {
-			app.Follower = f
-			health.Realtime = func() any { return f.Status() }
-		}
-	}
-	if c.Upstream == nil {
-		opts := realtime.Options{Verifier: c.Verifier, Config: c.Config, Logger: c.Logger, Presence: app.Presence,
-			Metrics: c.Metrics, Replication: app.replicationState, Cluster: newClusterBus(c)}
-		if c.Pool != nil {
-			opts.Subscriptions = postgreschanges.NewValidator(c.Pool)
-		}
-		app.Realtime = realtime.New(opts)
-		health.Realtime = func() any {
-			rep := realtimeHealth{Status: "ok", Stats: app.Realtime.Stats(), Cluster: app.Realtime.ClusterStatus()}
-			if c := app.changes.Load(); c != nil {
-				st := c.Status()
-				rep.Replication = &st
-			}
-			return rep
-		}
-	}
-	app.Echo = gateway.New(gateway.Options{
-		Functions: functions.Registry(deps),
-		Settings:  c.Settings,
-		Verifier:  c.Verifier,
-		Config:    c.Config,
-		Logger:    c.Logger,
-		Health:    health,
-		Metrics:   c.Metrics,
-		Upstream:  c.Upstream,
-	})
-	if app.Realtime != nil {
-		app.Realtime.Register(app.Echo)
-	}
-	if c.Config != nil {
-		web.Register(app.Echo, web.Options{
-			PublishableKey: c.Config.PublishableKey, AnonKey: c.Config.AnonKey, Upstream: c.Upstream != nil,
-			PresenceIntervalMS: c.Config.PresenceInterval.Milliseconds(), SyncToleranceMS: c.Config.SyncTolerance.Milliseconds(),
-			SyncLeadTimeMS: c.Config.SyncLeadTime.Milliseconds(),
-		})
-	}
-	return app
-}
-
 // realtimeHealth is the realtime section of /health.
 type realtimeHealth struct {
 	Status string `json:"status"`
@@ -234,23 +212,35 @@ type realtimeHealth struct {
 	Cluster *realtime.ClusterStatus `json:"cluster,omitempty"`
 }
 
-// newClusterBus joins the realtime servers of all processes on the
-// database (REALTIME_CLUSTER, on by default); nil leaves this one alone.
-func newClusterBus(c Components) *cluster.Bus {
-	if c.Pool == nil || c.Config == nil || !c.Config.RealtimeCluster {
-		return nil
-	}
-	return cluster.New(c.Pool, cluster.Options{Logger: c.Logger})
+// realtimeHealth is the realtime section of /health.
+func (s *Server) realtimeHealth() any {
+	return realtimeHealth{Status: "ok", Stats: s.realtime.Stats(), Cluster: s.realtime.ClusterStatus(),
+		Replication: s.changes.Status()}
 }
 
-// NewRouter builds the HTTP router from its parts; tests use it with a
-// database of their own.
-func NewRouter(c Components) *echo.Echo { return NewApp(c).Echo }
+// newClusterBus joins the realtime servers of all processes on the
+// database (REALTIME_CLUSTER, on by default); nil leaves this one alone.
+func newClusterBus(p Parts) *cluster.Bus {
+	if p.Pool == nil || p.Config == nil || !p.Config.RealtimeCluster {
+		return nil
+	}
+	return cluster.New(p.Pool, cluster.Options{Logger: p.Logger})
+}
 
-// FunctionSettings reads [functions.*] of supabase/config.toml: the file
+// Functions are the functions a server on cfg serves: the registry with
+// supabase/config.toml applied (`animesync functions list`).
+func Functions(cfg *config.Config) ([]gateway.Resolved, error) {
+	settings, err := functionSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return gateway.Resolve(functions.Registry(&functions.Deps{Cfg: cfg}), settings), nil
+}
+
+// functionSettings reads [functions.*] of supabase/config.toml: the file
 // ANIMESYNC_FUNCTIONS_CONFIG names, else ./supabase/config.toml when run
 // from a project checkout, else the copy built into the binary.
-func FunctionSettings(cfg *config.Config) (map[string]config.FunctionSettings, error) {
+func functionSettings(cfg *config.Config) (map[string]config.FunctionSettings, error) {
 	data := supabase.ConfigTOML
 	path := cfg.FunctionsConfig
 	if path == "" {
@@ -269,7 +259,10 @@ func FunctionSettings(cfg *config.Config) (map[string]config.FunctionSettings, e
 }
 
 // Handler is the HTTP handler, for tests.
-func (s *Server) Handler() http.Handler { return s.echo }
+func (s *Server) Handler() http.Handler { return s.router }
+
+// Router is the echo router, for tests that drive it directly.
+func (s *Server) Router() *echo.Echo { return s.router }
 
 // Metrics are the process's collectors, for background components.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
@@ -287,7 +280,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	srv := &http.Server{
-		Handler:           s.echo,
+		Handler:           s.router,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -303,17 +296,15 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	// Host liveness and cleanup sweeps; with several processes on one
 	// database each scheduled run happens in one of them.
 	g.Go(func() error { return s.sweeper.Run(gctx) })
-	if s.app.Realtime != nil || s.app.Follower != nil {
-		g.Go(func() error { return s.app.Presence.Run(gctx) })
+	if s.realtime != nil || s.follower != nil {
+		g.Go(func() error { return s.presence.Run(gctx) })
 	}
-	if s.app.Follower != nil {
-		g.Go(func() error { return s.app.Follower.Run(gctx) })
+	if s.follower != nil {
+		g.Go(func() error { return s.follower.Run(gctx) })
 	}
-	if s.app.Realtime != nil {
-		g.Go(func() error { return s.app.Realtime.Run(gctx) })
-		if err := s.startChanges(gctx, g); err != nil {
-			return err
-		}
+	if s.realtime != nil {
+		g.Go(func() error { return s.realtime.Run(gctx) })
+		g.Go(func() error { return s.changes.Run(gctx) })
 	}
 	g.Go(func() error {
 		<-gctx.Done()
@@ -323,69 +314,4 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		return srv.Shutdown(shutdownCtx)
 	})
 	return g.Wait()
-}
-
-// startChanges feeds postgres_changes and database broadcasts to the
-// built-in realtime server from logical replication of supabase_realtime.
-// A database that cannot replicate logically (wal_level) disables only
-// that: one clear error in the log, and everything else keeps serving.
-func (s *Server) startChanges(ctx context.Context, g *errgroup.Group) error {
-	rt := s.app.Realtime
-	disp, err := postgreschanges.NewDispatcher(postgreschanges.DispatcherConfig{
-		Checker: postgreschanges.NewChecker(postgreschanges.CheckerConfig{Pool: s.pool}),
-		Targets: rt,
-		Deliver: rt.DeliverPostgresChanges,
-		// Database broadcasts keep their place among the changes: a sync
-		// action's rooms change and sync broadcast are written together.
-		Broadcast: rt.BroadcastFromDatabase,
-		Key:       postgreschanges.RoomKey,
-		Logger:    s.log,
-	})
-	if err != nil {
-		return fmt.Errorf("postgres_changes: %w", err)
-	}
-	cons, err := replication.New(replication.Config{
-		DatabaseURL: s.cfg.DBURL,
-		OnChange:    func(c replication.Change) { _ = disp.Enqueue(ctx, c) },
-		OnBroadcast: func(b replication.Broadcast) { _ = disp.EnqueueBroadcast(ctx, b) },
-		Logger:      s.log,
-	})
-	if err != nil {
-		return fmt.Errorf("replication: %w", err)
-	}
-	s.app.changes.Store(cons)
-	g.Go(func() error { return disp.Run(ctx) })
-	g.Go(func() error { s.sampleReplicationLag(ctx, cons); return nil })
-	g.Go(func() error {
-		err := cons.Run(ctx)
-		var ce *replication.ConfigError
-		if errors.As(err, &ce) {
-			// Broadcast and presence keep working; a channel that subscribes
-			// to postgres_changes learns why it will get nothing (Supabase has
-			// no such state: its own database always replicates).
-			msg := fmt.Sprintf("Unable to subscribe to changes: postgres_changes are disabled on this server (PostgreSQL %s is %q, want %q)",
-				ce.Setting, ce.Have, ce.Want)
-			s.app.changesOff.Store(&msg)
-			s.log.Error("realtime postgres_changes disabled: the database cannot replicate logically; start PostgreSQL with wal_level=logical", "error", err)
-			return nil
-		}
-		return err
-	})
-	return nil
-}
-
-// sampleReplicationLag copies the consumer's lag into /metrics.
-func (s *Server) sampleReplicationLag(ctx context.Context, cons *replication.Consumer) {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			st := cons.Status()
-			s.metrics.SetReplicationLag(st.CommitLag)
-			s.metrics.SetReplicationLagBytes(int64(st.LagBytes))
-		}
-	}
 }

@@ -81,9 +81,12 @@ func New(tb testing.TB, opts ...Options) *API {
 		log = slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	m := metrics.New()
-	r := server.NewRouter(server.Components{Pool: d.Pool, Config: cfg, Logger: log, Verifier: v, Settings: settings, Now: clock.Now,
+	srv, err := server.Assemble(server.Parts{Pool: d.Pool, Config: cfg, Logger: log, Verifier: v, Settings: settings, Now: clock.Now,
 		Metrics: m, Upstream: o.Upstream})
-	return &API{T: tb, DB: d, Config: cfg, Verifier: v, Router: r, Clock: clock, Metrics: m}
+	if err != nil {
+		tb.Fatalf("servertest: %v", err)
+	}
+	return &API{T: tb, DB: d, Config: cfg, Verifier: v, Router: srv.Router(), Clock: clock, Metrics: m}
 }
 
 // Response is a recorded answer.
