@@ -24,12 +24,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/animesync/animesync/functions"
 	"github.com/animesync/animesync/migrations"
 	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/shared/db"
 	"github.com/animesync/animesync/shared/version"
-	"github.com/animesync/animesync/supabase/gateway"
 	"github.com/animesync/animesync/supabase/server"
 )
 
@@ -88,7 +86,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	case "migration list":
 		return migrationList(ctx, rest, out)
 	case "status":
-		return status(out)
+		return status(ctx, rest, out)
 	case "healthcheck":
 		return healthcheck(ctx, rest, out)
 	case "version", "--version", "-v":
@@ -99,6 +97,38 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return nil
 	}
 	return usageError(fmt.Sprintf("unknown command %q", cmd))
+}
+
+// parseFlags parses a verb's flags; unknown flags, stray arguments and
+// values outside a flag's choices are usage errors.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard) // the usage error says what is wrong
+	if err := fs.Parse(args); err != nil {
+		return usageError(fs.Name() + ": " + err.Error())
+	}
+	if fs.NArg() > 0 {
+		return usageError(fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0)))
+	}
+	return nil
+}
+
+// outputFormat is the -o flag of the listing verbs: table or json.
+type outputFormat string
+
+func (o *outputFormat) String() string { return string(*o) }
+
+func (o *outputFormat) Set(v string) error {
+	if v != "table" && v != "json" {
+		return fmt.Errorf("output format %q: want table or json", v)
+	}
+	*o = outputFormat(v)
+	return nil
+}
+
+func formatFlag(fs *flag.FlagSet) *outputFormat {
+	o := outputFormat("table")
+	fs.Var(&o, "o", "output format: table or json")
+	return &o
 }
 
 func loadConfig() (*config.Config, *slog.Logger, error) {
@@ -114,8 +144,8 @@ func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	noMigrate := fs.Bool("no-migrate", false, "do not apply pending migrations at start")
 	pprofAddr := fs.String("pprof-addr", "", "serve Go's /debug/pprof on this loopback address (for profiling, e.g. 127.0.0.1:6060)")
-	if err := fs.Parse(args); err != nil {
-		return usageError(err.Error())
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	cfg, log, err := loadConfig()
 	if err != nil {
@@ -163,15 +193,15 @@ func servePprof(addr string, log *slog.Logger) error {
 
 func functionsList(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("functions list", flag.ContinueOnError)
-	format := fs.String("o", "table", "output format: table or json")
-	if err := fs.Parse(args); err != nil {
-		return usageError(err.Error())
+	format := formatFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	cfg, err := config.FromEnv(os.Getenv)
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	settings, err := server.FunctionSettings(cfg)
+	fns, err := server.Functions(cfg)
 	if err != nil {
 		return err
 	}
@@ -184,7 +214,7 @@ func functionsList(args []string, out io.Writer) error {
 		Methods   []string `json:"methods"`
 	}
 	var rows []row
-	for _, f := range gateway.Resolve(functions.Registry(&functions.Deps{Cfg: cfg}), settings) {
+	for _, f := range fns {
 		paths := f.Paths()
 		rows = append(rows, row{f.Name, paths[0], paths[1:], f.VerifyJWT, f.Enabled, f.Methods})
 	}
@@ -227,8 +257,8 @@ func dbPush(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("db push", flag.ContinueOnError)
 	dbURL := fs.String("db-url", "", "database URL (default: SUPABASE_DB_URL)")
 	dryRun := fs.Bool("dry-run", false, "run the pending migrations in a transaction that is rolled back, and report what they would change")
-	if err := fs.Parse(args); err != nil {
-		return usageError(err.Error())
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	sqlDB, closeDB, err := migrationDB(ctx, *dbURL)
 	if err != nil {
@@ -247,9 +277,9 @@ func dbPush(ctx context.Context, args []string, out io.Writer) error {
 func migrationList(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("migration list", flag.ContinueOnError)
 	dbURL := fs.String("db-url", "", "database URL (default: SUPABASE_DB_URL)")
-	format := fs.String("o", "table", "output format: table or json")
-	if err := fs.Parse(args); err != nil {
-		return usageError(err.Error())
+	format := formatFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	sqlDB, closeDB, err := migrationDB(ctx, *dbURL)
 	if err != nil {
@@ -272,9 +302,14 @@ func migrationList(ctx context.Context, args []string, out io.Writer) error {
 	return tw.Flush()
 }
 
-// status prints what a client needs to reach this configuration, the way
-// `supabase status` does for a local stack.
-func status(out io.Writer) error {
+// status says whether a server answers on the configured address and
+// prints what a client needs to reach it, the way `supabase status` does
+// for a local stack.
+func status(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
 	cfg, err := config.FromEnv(os.Getenv)
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
@@ -284,6 +319,11 @@ func status(out io.Writer) error {
 		host = "127.0.0.1"
 	}
 	api := fmt.Sprintf("http://%s:%d", host, cfg.Port)
+	if _, err := probe(ctx, api+"/health", 2*time.Second); err != nil {
+		fmt.Fprintf(out, "animesync is not running at %s (%v)\n\n", api, err)
+	} else {
+		fmt.Fprintf(out, "animesync is running at %s\n\n", api)
+	}
 	dbURL := "(not configured)"
 	if cfg.DBURL != "" {
 		dbURL = cfg.DBURL
@@ -321,6 +361,28 @@ func status(out io.Writer) error {
 	return nil
 }
 
+// probe GETs url and returns its body (at most 4 KiB), failing unless it
+// answers 200 within timeout.
+func probe(ctx context.Context, url string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+	body := strings.TrimSpace(string(raw))
+	if res.StatusCode != http.StatusOK {
+		return body, fmt.Errorf("%s answered %d: %s", url, res.StatusCode, body)
+	}
+	return body, nil
+}
+
 // healthcheck GETs this host's /health and fails unless it answers 200. It
 // exists because the container image has no shell or curl for a
 // HEALTHCHECK; the binary checks itself.
@@ -332,24 +394,13 @@ func healthcheck(ctx context.Context, args []string, out io.Writer) error {
 	}
 	target := fs.String("url", "http://127.0.0.1:"+port+"/health", "health URL to check")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
-		return usageError(err.Error())
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *target, nil)
+	body, err := probe(ctx, *target, *timeout)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: %s answered %d: %s", *target, res.StatusCode, strings.TrimSpace(string(body)))
-	}
-	fmt.Fprintln(out, strings.TrimSpace(string(body)))
+	fmt.Fprintln(out, body)
 	return nil
 }

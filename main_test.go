@@ -5,7 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -185,4 +189,62 @@ func captureStderr(t *testing.T, f func()) string {
 	os.Stderr = saved
 	_ = w.Close()
 	return <-done
+}
+
+// Every verb refuses what it does not understand rather than ignore it.
+func TestUnknownFlagsArgumentsAndFormatsAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"functions", "list", "-o", "yaml"},
+		{"migration", "list", "-o", "yaml"},
+		{"status", "--json"},
+		{"status", "now"},
+		{"functions", "list", "extra"},
+		{"serve", "--port", "1"},
+		{"healthcheck", "--verbose"},
+		{"db", "push", "--force"},
+	} {
+		err := run(context.Background(), args, &bytes.Buffer{})
+		if _, ok := err.(usageError); !ok {
+			t.Errorf("%s: err = %v, want a usage error", strings.Join(args, " "), err)
+		}
+	}
+}
+
+// status says whether a server answers, before the URLs and keys.
+func TestStatusSaysWhetherAServerAnswers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // nothing listens there now
+	t.Setenv("HOST", "127.0.0.1")
+	t.Setenv("PORT", strconv.Itoa(port))
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"status"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if first, _, _ := strings.Cut(out.String(), "\n"); !strings.HasPrefix(first, "animesync is not running at http://127.0.0.1:"+strconv.Itoa(port)) {
+		t.Errorf("with nothing listening, status begins %q", first)
+	}
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			_, _ = w.Write([]byte(`{"status":"ok"}`))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	t.Setenv("PORT", strconv.Itoa(srv.Listener.Addr().(*net.TCPAddr).Port))
+	out.Reset()
+	if err := run(context.Background(), []string{"status"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if first, _, _ := strings.Cut(out.String(), "\n"); first != "animesync is running at "+srv.URL {
+		t.Errorf("with a server answering, status begins %q", first)
+	}
+	if !strings.Contains(out.String(), "Functions URL: "+srv.URL+"/functions/v1") {
+		t.Errorf("status does not list the functions URL:\n%s", out.String())
+	}
 }
