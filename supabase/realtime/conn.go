@@ -205,6 +205,12 @@ func (c *conn) readLoop(ctx context.Context) {
 			// Phoenix's socket process crashes on an undecodable frame and
 			// the socket closes; do the same, but cleanly.
 			c.log.Info("realtime: closing socket after malformed frame", "err", err)
+			if errors.Is(err, ErrInvalidUTF8) {
+				// RFC 6455 §8.1: invalid UTF-8 in a text frame fails the
+				// connection with 1007.
+				c.finish(websocket.StatusInvalidFramePayloadData, "invalid UTF-8", true)
+				return
+			}
 			c.finish(websocket.StatusUnsupportedData, "malformed frame", true)
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Serializer is the Phoenix serializer version a socket asked for with ?vsn=.
@@ -76,6 +77,13 @@ func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
 }
 
+// ErrInvalidUTF8 (which wraps ErrMalformed) is a frame with text that is
+// not UTF-8. Nothing such a frame carries may be relayed: fan-out sends it
+// on in text frames, and browsers and Node close a socket (1006) that
+// receives invalid UTF-8 in one, so one hostile frame would drop every
+// subscriber of the room.
+var ErrInvalidUTF8 = fmt.Errorf("%w: text is not valid UTF-8", ErrMalformed)
+
 var emptyObject = json.RawMessage(`{}`)
 
 // Decode parses one client frame. It never panics; any input it cannot
@@ -86,6 +94,10 @@ func Decode(s Serializer, binary bool, data []byte) (Message, error) {
 		return decodeBinary(data)
 	case binary:
 		return Message{}, malformed("binary frames need vsn 2.0.0")
+	case !utf8.Valid(data):
+		// encoding/json accepts invalid UTF-8 inside strings and RawMessage
+		// keeps it byte for byte.
+		return Message{}, ErrInvalidUTF8
 	case s == V2:
 		return decodeArray(data)
 	default:
@@ -178,12 +190,21 @@ func decodeBinary(data []byte) (Message, error) {
 		}
 		fields[i], rest = rest[:n], rest[n:]
 	}
+	for _, f := range fields {
+		if !utf8.Valid(f) {
+			return Message{}, ErrInvalidUTF8
+		}
+	}
 	meta := fields[4]
 	if len(meta) > 0 && !isJSONObject(meta) {
 		return Message{}, malformed("binary frame metadata is not a JSON object")
 	}
 	if enc == encodingJSON && !json.Valid(rest) {
 		return Message{}, malformed("binary frame payload is not valid JSON")
+	}
+	if enc == encodingJSON && !utf8.Valid(rest) {
+		// vsn 1 sockets get JSON broadcasts as text frames.
+		return Message{}, ErrInvalidUTF8
 	}
 	return Message{
 		JoinRef: string(fields[0]),

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestDecodeText(t *testing.T) {
@@ -115,6 +116,48 @@ func TestDecodeMalformed(t *testing.T) {
 	}
 }
 
+// TestDecodeRefusesInvalidUTF8: whatever a frame carries may be relayed in
+// text frames, so no part of it may be invalid UTF-8 (issue 12, item 3).
+func TestDecodeRefusesInvalidUTF8(t *testing.T) {
+	bad := "\xff"
+	kind3 := func(topic, event, meta, payload string, enc byte) []byte {
+		b := []byte{3, 1, 1, byte(len(topic)), byte(len(event)), byte(len(meta)), enc}
+		return append(b, "11"+topic+event+meta+payload...)
+	}
+	cases := []struct {
+		name   string
+		vsn    Serializer
+		binary bool
+		in     []byte
+	}{
+		{"v1 payload string", V1, false, []byte(`{"topic":"realtime:r","event":"broadcast","payload":{"type":"broadcast","event":"e","payload":{"x":"` + bad + `"}},"ref":"1"}`)},
+		{"v1 topic", V1, false, []byte(`{"topic":"realtime:` + bad + `","event":"phx_join","payload":{},"ref":"1"}`)},
+		{"v2 payload string", V2, false, []byte(`[null,"1","realtime:r","presence",{"type":"presence","event":"track","payload":{"n":"` + bad + `"}}]`)},
+		{"v2 truncated sequence", V2, false, []byte("[null,\"1\",\"realtime:r\",\"broadcast\",{\"x\":\"\xe2\x82\"}]")},
+		{"v2 surrogate encoded as UTF-8", V2, false, []byte("[null,\"1\",\"realtime:r\",\"broadcast\",{\"x\":\"\xed\xa0\x80\"}]")},
+		{"binary json payload", V2, true, kind3("realtime:r", "e", "", `{"x":"`+bad+`"}`, encodingJSON)},
+		{"binary event", V2, true, kind3("realtime:r", "e"+bad, "", `{}`, encodingJSON)},
+		{"binary topic", V2, true, kind3("realtime:"+bad, "e", "", `{}`, encodingJSON)},
+		{"binary meta", V2, true, kind3("realtime:r", "e", `{"a":"`+bad+`"}`, `{}`, encodingJSON)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode(tc.vsn, tc.binary, tc.in)
+			if !errors.Is(err, ErrInvalidUTF8) || !errors.Is(err, ErrMalformed) {
+				t.Fatalf("want ErrInvalidUTF8, got %v", err)
+			}
+		})
+	}
+	// Raw binary payloads (encoding 0) are bytes, not text: they pass.
+	if _, err := Decode(V2, true, kind3("realtime:r", "e", "", bad, encodingBinary)); err != nil {
+		t.Fatalf("raw binary payload refused: %v", err)
+	}
+	// JSON escapes of lone surrogates are ASCII and valid JSON.
+	if _, err := Decode(V1, false, []byte(`{"topic":"t","event":"e","payload":{"x":"\ud800"},"ref":"1"}`)); err != nil {
+		t.Fatalf("escaped surrogate refused: %v", err)
+	}
+}
+
 func TestEncodeText(t *testing.T) {
 	got := encodeText(V2, "6", "", "realtime:room1", "presence_state", nil)
 	if string(got.data) != `["6",null,"realtime:room1","presence_state",{}]` || got.binary {
@@ -211,11 +254,20 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
+		if !binary && !utf8.Valid(data) {
+			t.Fatalf("accepted a text frame with invalid UTF-8 %q", data)
+		}
 		if m.Broadcast == nil {
 			if !json.Valid(m.Payload) {
 				t.Fatalf("accepted invalid payload %q", m.Payload)
 			}
 			return
+		}
+		if !utf8.ValidString(m.Topic) || !utf8.ValidString(m.Broadcast.Event) || !utf8.Valid(m.Broadcast.Meta) {
+			t.Fatalf("accepted a binary broadcast with invalid UTF-8 text")
+		}
+		if !m.Broadcast.Binary && !utf8.Valid(m.Broadcast.Payload) {
+			t.Fatalf("accepted a JSON broadcast payload with invalid UTF-8 %q", m.Broadcast.Payload)
 		}
 		if !m.Broadcast.Binary && !json.Valid(m.Broadcast.Payload) {
 			t.Fatalf("accepted invalid JSON broadcast payload %q", m.Broadcast.Payload)

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -80,6 +81,11 @@ func (s *Server) batchBroadcast(c echo.Context) error {
 			ID      string          `json:"id"`
 		} `json:"messages"`
 	}
+	// Invalid UTF-8 would be relayed byte for byte (encoding/json keeps it
+	// in RawMessage) into text frames, which clients close the socket on.
+	if !utf8.Valid(body) {
+		return c.JSON(http.StatusUnprocessableEntity, map[string]any{"errors": map[string]any{"messages": []string{"is not valid UTF-8"}}})
+	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		return c.JSON(http.StatusUnprocessableEntity, map[string]any{"errors": map[string]any{"messages": []string{"is invalid"}}})
 	}
@@ -128,6 +134,9 @@ func (s *Server) singleBroadcast(c echo.Context) error {
 	if err1 != nil || err2 != nil || topic == "" || event == "" {
 		return restError(c, http.StatusUnprocessableEntity, "topic and event are required")
 	}
+	if !utf8.ValidString(topic) || !utf8.ValidString(event) {
+		return restError(c, http.StatusUnprocessableEntity, "topic and event must be valid UTF-8")
+	}
 	private := strings.EqualFold(c.QueryParam("private"), "true")
 	if private && !canRead(claims, topic) {
 		return restError(c, http.StatusForbidden, "Unauthorized")
@@ -145,6 +154,9 @@ func (s *Server) singleBroadcast(c echo.Context) error {
 		}
 		if !json.Valid(body) {
 			return restError(c, http.StatusUnprocessableEntity, "payload is not valid JSON")
+		}
+		if !utf8.Valid(body) {
+			return restError(c, http.StatusUnprocessableEntity, "payload is not valid UTF-8")
 		}
 	}
 	out := newUserBroadcast(topicPrefix+topic, &UserBroadcast{Event: event, Payload: body, Binary: binary})
