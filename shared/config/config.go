@@ -45,6 +45,14 @@ type RealtimeLimits struct {
 	ChannelErrorBackoff    time.Duration // REALTIME_CHANNEL_ERROR_BACKOFF (5s before a join error reply)
 	ConnectErrorBackoff    time.Duration // REALTIME_CONNECT_ERROR_BACKOFF (2s before refusing an upgrade)
 	SendQueueSize          int           // REALTIME_SEND_QUEUE_SIZE (1024 frames queued per socket before it counts as too slow)
+
+	// What one socket may make the server hold, so that anonymous clients
+	// cannot grow its memory without bound (Supabase has no such limits;
+	// every legitimate client stays far below them).
+	MaxTopicBytes    int // REALTIME_MAX_TOPIC_BYTES (255: sub-topic and presence key, as kind 4's one-byte length allows)
+	MaxPresenceKB    int // REALTIME_MAX_PRESENCE_SIZE_KB (64: one tracked presence payload)
+	MaxSocketStateKB int // REALTIME_MAX_SOCKET_STATE_KB (1024: topics, keys, filters and presence a socket keeps on the server)
+	SendQueueKB      int // REALTIME_SEND_QUEUE_KB (16384: bytes queued per socket before it counts as too slow)
 }
 
 func (r *reader) realtimeLimits() RealtimeLimits {
@@ -56,6 +64,10 @@ func (r *reader) realtimeLimits() RealtimeLimits {
 		ChannelErrorBackoff:    r.duration("REALTIME_CHANNEL_ERROR_BACKOFF", 5*time.Second),
 		ConnectErrorBackoff:    r.duration("REALTIME_CONNECT_ERROR_BACKOFF", 2*time.Second),
 		SendQueueSize:          r.integer("REALTIME_SEND_QUEUE_SIZE", 1024),
+		MaxTopicBytes:          r.integer("REALTIME_MAX_TOPIC_BYTES", 255),
+		MaxPresenceKB:          r.integer("REALTIME_MAX_PRESENCE_SIZE_KB", 64),
+		MaxSocketStateKB:       r.integer("REALTIME_MAX_SOCKET_STATE_KB", 1024),
+		SendQueueKB:            r.integer("REALTIME_SEND_QUEUE_KB", 16384),
 	}
 }
 

@@ -43,6 +43,12 @@ type channel struct {
 
 	t      *topic
 	closed atomic.Bool
+
+	// stateBytes is what the join made the server keep for this channel
+	// (topic, presence key, token, filters) and presenceBytes the tracked
+	// presence payload; both count towards conn.pinned.
+	stateBytes    int
+	presenceBytes int
 }
 
 // handle dispatches one decoded frame; c.mu is held.
@@ -143,6 +149,13 @@ func (c *conn) join(m Message) {
 	if ch.presenceKey == "" {
 		ch.presenceKey = newPresenceKey()
 	}
+	ch.stateBytes = joinStateBytes(ch, jp)
+	if c.pinned+ch.stateBytes > c.srv.limits.maxSocketState {
+		c.srv.metrics.RealtimeRateLimited(codeTooMuchState)
+		c.joinError(m, "SocketStateLimitReached: Too much channel state on this connection")
+		return
+	}
+	c.pinned += ch.stateBytes
 	ch.presenceOn.Store(jp.presenceEnabled)
 	var resp []byte
 	ch.bindings, resp = replyPostgresChanges(jp.postgresChanges)
@@ -166,6 +179,12 @@ func (c *conn) joinChecks(sub string, jp joinPayload) (*auth.Claims, string, str
 	if sub == "" {
 		return nil, "", "TopicNameRequired: You must provide a topic name"
 	}
+	if max := c.srv.limits.maxTopic; len(sub) > max {
+		return nil, "", "TopicNameTooLong: The topic name must be at most " + itoa(int64(max)) + " bytes"
+	}
+	if max := c.srv.limits.maxTopic; len(jp.presenceKey) > max {
+		return nil, "", "PresenceKeyTooLong: The presence key must be at most " + itoa(int64(max)) + " bytes"
+	}
 	if max := c.srv.limits.maxChannels; max > 0 && len(c.channels) >= max {
 		c.srv.metrics.RealtimeRateLimited(codeTooManyChannels)
 		return nil, "", "ChannelRateLimitReached: Too many channels"
@@ -185,13 +204,35 @@ func (c *conn) joinChecks(sub string, jp joinPayload) (*auth.Claims, string, str
 	return claims, token, ""
 }
 
+// clip shortens client-chosen strings for the log.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…(" + itoa(int64(len(s))) + " bytes)"
+	}
+	return s
+}
+
+// joinStateBytes estimates what a channel keeps on the server beyond its
+// fixed-size fields: its topic (twice: the channel and its hub topic), its
+// presence key, its own token and its postgres_changes filters.
+func joinStateBytes(ch *channel, jp joinPayload) int {
+	n := 2*len(ch.topic) + len(ch.presenceKey) + len(jp.accessToken) + 512 // 512: the channel's own structs
+	for _, b := range jp.postgresChanges {
+		n += len(b)
+	}
+	return n
+}
+
 // joinError replies with reason after Realtime's channel error backoff,
 // which slows down clients that rejoin in a loop. The reader moves on.
 func (c *conn) joinError(m Message, reason string) {
-	c.log.Debug("realtime: join refused", "topic", m.Topic, "reason", reason)
+	c.log.Debug("realtime: join refused", "topic", clip(m.Topic), "reason", reason)
 	payload := replyError(reason)
 	d := c.srv.limits.channelErrorBackoff
-	if d <= 0 {
+	// The delayed reply keeps the frame's topic and refs alive until it
+	// leaves; oversized ones are answered at once, where the send queue's
+	// byte bound applies, rather than pinned by timers.
+	if d <= 0 || len(m.Topic)+len(m.Ref)+len(m.JoinRef) > 2*c.srv.limits.maxTopic+len(topicPrefix) {
 		c.sendText(m.JoinRef, m.Ref, m.Topic, "phx_reply", payload)
 		return
 	}
@@ -227,6 +268,8 @@ func (c *conn) dropChannel(ch *channel) {
 	if c.channels[ch.topic] == ch {
 		delete(c.channels, ch.topic)
 	}
+	c.pinned -= ch.stateBytes + ch.presenceBytes
+	ch.stateBytes, ch.presenceBytes = 0, 0
 	c.srv.channelCount.Add(-1)
 	c.srv.metrics.RealtimeChannelLeft()
 	if len(c.channels) == 0 {

@@ -29,6 +29,7 @@ type conn struct {
 
 	qmu     sync.Mutex
 	queue   []frame
+	qbytes  int // bytes in queue
 	qclosed bool
 	wake    chan struct{} // capacity 1: "the queue is not empty"
 	done    chan struct{} // closed once the socket is finished
@@ -47,6 +48,10 @@ type conn struct {
 	channels      map[string]*channel // by full topic
 	events        rollingRate
 	noChannelFrom time.Time // when the socket last had no channel; zero while it has some
+	// pinned is the bytes of state the socket's channels keep on the server
+	// (channel.stateBytes and presenceBytes), bounded by
+	// limits.maxSocketState.
+	pinned int
 }
 
 func newConn(s *Server, ws *websocket.Conn, out *batchWriter, vsn Serializer, token string, claims *auth.Claims) *conn {
@@ -86,9 +91,12 @@ func (c *conn) appendLocked(f frame) bool {
 	if c.qclosed {
 		return false
 	}
-	if len(c.queue) >= c.srv.limits.sendQueue {
+	// Counted in frames and in bytes: a client that stops reading while it
+	// makes the server echo large frames (replies repeat the topic) must
+	// not pin more than sendQueueBytes. One frame alone always fits.
+	if len(c.queue) >= c.srv.limits.sendQueue || len(c.queue) > 0 && c.qbytes+len(f.data) > c.srv.limits.sendQueueBytes {
 		c.qclosed = true
-		c.log.Warn("realtime: dropping slow client", "queued", c.srv.limits.sendQueue)
+		c.log.Warn("realtime: dropping slow client", "queued", len(c.queue), "queued_bytes", c.qbytes)
 		c.srv.slowDrops.Add(1)
 		c.srv.metrics.SlowClientDropped()
 		// CloseNow unblocks a writer stuck on a full TCP buffer; run it
@@ -97,6 +105,7 @@ func (c *conn) appendLocked(f frame) bool {
 		return false
 	}
 	c.queue = append(c.queue, f)
+	c.qbytes += len(f.data)
 	return true
 }
 
@@ -123,6 +132,7 @@ func (c *conn) writeLoop() {
 		}
 		c.qmu.Lock()
 		batch, c.queue = c.queue, batch[:0]
+		c.qbytes = 0
 		c.qmu.Unlock()
 		if err := c.writeBatch(batch); err != nil {
 			if !errors.Is(err, context.Canceled) {
@@ -178,6 +188,7 @@ func (c *conn) finish(code websocket.StatusCode, reason string, graceful bool) {
 		c.qmu.Lock()
 		c.qclosed = true
 		c.queue = nil
+		c.qbytes = 0
 		c.qmu.Unlock()
 		close(c.done)
 		if graceful {

@@ -194,7 +194,12 @@ func (c *conn) presence(ch *channel, m Message) {
 			reply(replyError("Presence track payload must be a map"))
 			return
 		}
-		if len(canon) > lim.maxPayload {
+		// Presence is kept for as long as the channel lives and relayed
+		// to every process, so it is bounded per key (one track) and per
+		// socket, with Realtime's fatal error for oversized tracks.
+		if len(canon) > lim.maxPayload || len(canon) > lim.maxPresence ||
+			c.pinned-ch.presenceBytes+len(canon) > lim.maxSocketState {
+			c.srv.metrics.RealtimeRateLimited(codeTrackTooLarge)
 			c.fatal(ch, "Track message size exceeded")
 			return
 		}
@@ -211,9 +216,13 @@ func (c *conn) presence(ch *channel, m Message) {
 		if ch.t.track(ch, meta, canon) {
 			c.srv.presenceTracked(ch.sub, ch.presenceKey, meta, ch.claims)
 		}
+		c.pinned += len(canon) - ch.presenceBytes
+		ch.presenceBytes = len(canon)
 		reply(replyOK)
 	case "untrack":
 		ch.t.untrack(ch)
+		c.pinned -= ch.presenceBytes
+		ch.presenceBytes = 0
 		reply(replyOK)
 	default:
 		reply([]byte(`{"status":"error","response":{}}`))

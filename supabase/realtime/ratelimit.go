@@ -9,6 +9,8 @@ const (
 	codeTooManyEvents        = "TOO_MANY_EVENTS"
 	codeTooManyChannels      = "TOO_MANY_CHANNELS"
 	codeTooManyPresenceCalls = "TOO_MANY_PRESENCE_CALLS"
+	codeTooMuchState         = "SOCKET_STATE_LIMIT"
+	codeTrackTooLarge        = "TRACK_TOO_LARGE"
 )
 
 // rollingRate is Supabase Realtime's RateCounter: events are counted in 12

@@ -84,6 +84,10 @@ type limits struct {
 	channelErrorBackoff time.Duration
 	connectErrorBackoff time.Duration
 	sendQueue           int
+	sendQueueBytes      int // bytes queued per socket before it counts as too slow
+	maxTopic            int // bytes of a sub-topic and of a presence key
+	maxPresence         int // bytes of one tracked presence payload (canonical JSON)
+	maxSocketState      int // bytes of channel state one socket may pin (see conn.pinned)
 	idleTimeout         time.Duration
 	noChannelTimeout    time.Duration
 	maxFrame            int64
@@ -111,6 +115,10 @@ func limitsFrom(cfg *config.Config) limits {
 		channelErrorBackoff: 5 * time.Second,
 		connectErrorBackoff: 2 * time.Second,
 		sendQueue:           1024,
+		sendQueueBytes:      16384 << 10,
+		maxTopic:            255,
+		maxPresence:         64 << 10,
+		maxSocketState:      1024 << 10,
 		idleTimeout:         idleTimeout,
 		noChannelTimeout:    noChannelTimeout,
 		maxFrame:            maxFrameBytes,
@@ -135,6 +143,18 @@ func limitsFrom(cfg *config.Config) limits {
 	l.connectErrorBackoff = r.ConnectErrorBackoff
 	if r.SendQueueSize > 0 {
 		l.sendQueue = r.SendQueueSize
+	}
+	if r.SendQueueKB > 0 {
+		l.sendQueueBytes = r.SendQueueKB << 10
+	}
+	if r.MaxTopicBytes > 0 {
+		l.maxTopic = r.MaxTopicBytes
+	}
+	if r.MaxPresenceKB > 0 {
+		l.maxPresence = r.MaxPresenceKB << 10
+	}
+	if r.MaxSocketStateKB > 0 {
+		l.maxSocketState = r.MaxSocketStateKB << 10
 	}
 	return l
 }
