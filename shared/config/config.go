@@ -143,7 +143,9 @@ type Config struct {
 	CronSchedule              string
 	RealtimeMaxEventsPerSec   int
 	Realtime                  RealtimeLimits
-	RealtimeCluster           bool // relay realtime between the processes on the database (embedded mode)
+	RealtimeCluster           bool          // relay realtime between the processes on the database (embedded mode)
+	RealtimeSlotName          string        // this process's replication slot; empty: replication.DefaultSlotName (host, PORT, database)
+	RealtimeSlotAbandonAfter  time.Duration // another process's slot unused this long is dropped
 	RoomIdleTimeout           time.Duration
 	SyncStateRetention        time.Duration
 	SyncTolerance             time.Duration
@@ -212,6 +214,8 @@ func FromEnv(getenv func(string) string) (*Config, error) {
 		CronSchedule:              r.str("CRON_SCHEDULE", "0 2 * * *"),
 		RealtimeMaxEventsPerSec:   r.integer("REALTIME_MAX_EVENTS_PER_SECOND", 10),
 		RealtimeCluster:           r.boolean("REALTIME_CLUSTER", true),
+		RealtimeSlotName:          getenv("REALTIME_SLOT_NAME"),
+		RealtimeSlotAbandonAfter:  r.duration("REALTIME_SLOT_ABANDON_AFTER", 5*time.Minute),
 		RoomIdleTimeout:           r.duration("ROOM_IDLE_TIMEOUT", 24*time.Hour),
 		SyncStateRetention:        r.duration("SYNC_STATE_RETENTION", 6*time.Hour),
 		SyncTolerance:             r.duration("SYNC_TOLERANCE", 2*time.Second),

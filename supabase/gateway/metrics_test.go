@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -177,5 +178,30 @@ func TestHealthRealtime(t *testing.T) {
 				t.Errorf("got %d %s, want %d %s", rec.Code, rec.Body, tc.status, tc.body)
 			}
 		})
+	}
+}
+
+// TestHealthSaysDegradedWhileRealtimeIs: /health stays 200 (the functions
+// work) but reports degraded while realtime does, e.g. while replication is
+// down after a database restart.
+func TestHealthSaysDegradedWhileRealtimeIs(t *testing.T) {
+	d := dbtest.New(t)
+	cfg, err := config.FromEnv(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	status := "degraded"
+	e := gateway.New(gateway.Options{Config: cfg, Logger: log, Health: &gateway.Health{Pool: d.Pool, Started: time.Now(),
+		Realtime: func() any { return map[string]any{"status": status} }}})
+	for _, want := range []string{"degraded", "ok"} {
+		status = want
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, httptest.NewRequestWithContext(context.Background(), http.MethodGet, "/health", nil))
+		var body struct{ Status string }
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != 200 || body.Status != want {
+			t.Errorf("realtime %s: /health %d %s", want, rec.Code, rec.Body)
+		}
 	}
 }

@@ -112,6 +112,7 @@ type job struct {
 type outcome struct {
 	deliveries []Delivery
 	broadcast  *replication.Broadcast
+	notice     func()
 }
 
 // NewDispatcher checks cfg and returns a Dispatcher; call Run to start it.
@@ -166,6 +167,19 @@ func (d *Dispatcher) EnqueueBroadcast(ctx context.Context, b replication.Broadca
 	return nil
 }
 
+// EnqueueNotice runs notice once everything enqueued before it has been
+// delivered, and before anything enqueued after it; it blocks as Enqueue
+// does. Use it for the replication consumer's OnGap, so that the notice
+// follows the last change delivered before the gap.
+func (d *Dispatcher) EnqueueNotice(ctx context.Context, notice func()) error {
+	seq, err := d.admit(ctx)
+	if err != nil {
+		return err
+	}
+	d.finish(seq, outcome{notice: notice})
+	return nil
+}
+
 // admit takes a slot and the next sequence number.
 func (d *Dispatcher) admit(ctx context.Context) (uint64, error) {
 	select {
@@ -194,6 +208,8 @@ func (d *Dispatcher) finish(seq uint64, o outcome) {
 		delete(d.ready, d.next)
 		d.next++
 		switch {
+		case o.notice != nil:
+			o.notice()
 		case o.broadcast != nil:
 			d.cfg.Broadcast(*o.broadcast)
 		case len(o.deliveries) > 0:

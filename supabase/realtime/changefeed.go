@@ -27,6 +27,12 @@ type ChangeFeed struct {
 	dbURL string
 	log   *slog.Logger
 
+	// SlotName is the replication slot to resume from (see
+	// replication.Config.SlotName; empty: temporary slots) and AbandonAfter
+	// how long other processes' slots may stay unused; set before Run.
+	SlotName     string
+	AbandonAfter time.Duration
+
 	// consumer is the replication consumer once Run has made it.
 	consumer atomic.Pointer[replication.Consumer]
 	// disabled is set when the database cannot replicate logically: the
@@ -54,6 +60,13 @@ func (f *ChangeFeed) State() ReplicationState {
 	}
 	c := f.consumer.Load()
 	return ReplicationState{Streaming: c != nil && c.Status().Connected}
+}
+
+// Down reports whether replication should stream but does not (a database
+// restart, a lost slot): changes and database broadcasts are not flowing.
+func (f *ChangeFeed) Down() bool {
+	c := f.consumer.Load()
+	return c != nil && f.disabled.Load() == nil && !c.Status().Connected
 }
 
 // Status is the replication consumer's state (connected, slot, lag) for
@@ -90,7 +103,11 @@ func (f *ChangeFeed) Run(ctx context.Context) error {
 		DatabaseURL: f.dbURL,
 		OnChange:    func(c replication.Change) { _ = disp.Enqueue(ctx, c) },
 		OnBroadcast: func(b replication.Broadcast) { _ = disp.EnqueueBroadcast(ctx, b) },
-		Logger:      f.log,
+		// After a gap every channel is told, in order with the changes.
+		OnGap:        func() { _ = disp.EnqueueNotice(ctx, s.NotifyReplicationGap) },
+		SlotName:     f.SlotName,
+		AbandonAfter: f.AbandonAfter,
+		Logger:       f.log,
 	})
 	if err != nil {
 		return fmt.Errorf("replication: %w", err)

@@ -128,3 +128,31 @@ func (s *Server) BroadcastFromDatabase(b replication.Broadcast) {
 	}
 	s.Publish(m)
 }
+
+// ReplicationGapMessage is the system message every channel gets when the
+// replication feed resumed after changes may have been missed.
+const ReplicationGapMessage = "Replication was interrupted and changes may have been missed: refetch the current state"
+
+// NotifyReplicationGap tells every channel that database changes and
+// database broadcasts may have been missed: a system message (extension
+// postgres_changes, status error) the channel stays joined after, so that
+// clients refetch (the platform's with sync-get-host-time). Use it as the
+// replication consumer's OnGap, through the dispatcher.
+func (s *Server) NotifyReplicationGap() {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, c := range conns {
+		c.mu.Lock()
+		for _, ch := range c.channels {
+			c.pushSystem(ch, "error", "postgres_changes", ReplicationGapMessage)
+			n++
+		}
+		c.mu.Unlock()
+	}
+	s.log.Warn("realtime: told channels that changes may have been missed", "channels", n)
+}

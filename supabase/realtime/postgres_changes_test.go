@@ -2,9 +2,11 @@ package realtime
 
 import (
 	"bytes"
+	"encoding/json"
 	"slices"
 	"testing"
 
+	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/supabase/postgreschanges"
 )
 
@@ -98,5 +100,29 @@ func BenchmarkDeliverPostgresChanges(b *testing.B) {
 			c.queue = c.queue[:0] // as the writer leaves it
 			c.qmu.Unlock()
 		}
+	}
+}
+
+// TestReplicationGapReachesEveryChannel: when the replication feed could
+// not resume, every channel gets a system message and stays joined.
+func TestReplicationGapReachesEveryChannel(t *testing.T) {
+	ts := startServer(t, nil, nil)
+	a := ts.dial(t, config.DevAnonKey, "1.0.0")
+	b := ts.dial(t, config.DevAnonKey, "2.0.0")
+	a.join("realtime:room-a", joinOpts{})
+	b.join("realtime:room-b", joinOpts{})
+	ts.NotifyReplicationGap()
+	for _, c := range []*client{a, b} {
+		f := c.expect("system")
+		var p struct{ Message, Status, Extension, Channel string }
+		_ = json.Unmarshal(f.Payload, &p)
+		if p.Message != ReplicationGapMessage || p.Status != "error" || p.Extension != "postgres_changes" {
+			t.Fatalf("gap message: %s", f)
+		}
+	}
+	// Still joined: a broadcast arrives.
+	ts.Publish(BroadcastMessage{Topic: "room-b", Event: "e", Payload: []byte(`{}`)})
+	if f := b.expect("kind4"); f.Kind4.Event != "e" {
+		t.Fatalf("after the gap: %s", f)
 	}
 }

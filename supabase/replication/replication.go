@@ -3,14 +3,21 @@
 // logical replication, decoded with pgoutput, for the Realtime server's
 // postgres_changes and database broadcasts.
 //
-// Slot lifecycle: each session creates a TEMPORARY logical slot. PostgreSQL
-// drops it when the replication connection ends, whether animesync stops
-// cleanly, crashes or loses the network, so a stopped animesync never holds
-// WAL back and can never fill the database's disk. The price is that changes
-// committed while no session is connected (animesync down, database
-// restarting) are not replayed; this is also Supabase Realtime's contract:
-// postgres_changes are live notifications, and clients refetch state after
-// they resubscribe (supabase-js rejoins automatically after a reconnect).
+// Slot lifecycle: with Config.SlotName (what animesync serve uses), the
+// consumer owns one persistent logical slot of that name. It survives a
+// database restart, kill -9 included, and a restart of the process: the next
+// session resumes where the last one stopped (the later of the slot's
+// confirmed position and the last commit this process handed over, so
+// nothing is handed over twice within one process), and every change
+// committed in between is streamed. A clean stop drops the slot; a slot whose
+// process died is dropped by any other consumer once it has seen it unused
+// for Config.AbandonAfter, so a process that never comes back holds WAL back
+// for minutes, not for ever. Whenever a session cannot resume (the slot was
+// dropped or is new, or temporary slots are in use), OnGap tells the caller
+// that changes may have been missed.
+//
+// Without SlotName each session creates a TEMPORARY slot that PostgreSQL
+// drops with the connection, and every reconnection is a gap.
 //
 // A server without wal_level=logical, or a role without the REPLICATION
 // attribute, yields one *ConfigError from Run; nothing else in animesync
@@ -20,11 +27,14 @@ package replication
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,6 +76,33 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the wait between reconnection attempts
 	// (default 250 ms and 15 s, doubling).
 	MinBackoff, MaxBackoff time.Duration
+	// SlotName names this consumer's persistent slot (see the package
+	// documentation); it must start with SlotPrefix and be unique per
+	// process among those sharing the database. Empty: temporary slots.
+	SlotName string
+	// OnGap is called, in order with OnChange and OnBroadcast, when a
+	// session starts streaming without having resumed from where the
+	// previous one stopped: changes committed in between may be missing.
+	OnGap func()
+	// AbandonAfter is how long another process's slot (SlotPrefix) must be
+	// seen inactive before this consumer drops it (default 5 min; negative:
+	// never). SweepInterval is how often slots are looked at (default
+	// AbandonAfter/5, at most 1 min).
+	AbandonAfter, SweepInterval time.Duration
+}
+
+// SlotPrefix starts the name of every slot animesync creates.
+const SlotPrefix = "animesync_rt_"
+
+// DefaultSlotName is a slot name that is stable for one process slot: the
+// same host name, listening port and database give the same name, so a
+// process restarted in place resumes from its slot, while processes side by
+// side (other ports, hosts or databases; slot names are cluster-wide) get
+// their own.
+func DefaultSlotName(port int, databaseURL string) string {
+	host, _ := os.Hostname()
+	sum := sha256.Sum256([]byte(host + "\x00" + strconv.Itoa(port) + "\x00" + databaseURL))
+	return SlotPrefix + hex.EncodeToString(sum[:8])
 }
 
 // ConfigError is a database setup problem that retrying cannot fix.
@@ -109,7 +146,14 @@ type Status struct {
 	Changes    uint64    `json:"changes"`
 	Broadcasts uint64    `json:"broadcasts"`
 	Sessions   uint64    `json:"sessions"`
-	LastError  string    `json:"last_error,omitempty"`
+	// Gaps counts sessions that could not resume where the previous one
+	// stopped (OnGap calls).
+	Gaps uint64 `json:"gaps"`
+	// DownSince is when streaming last stopped, while it is stopped.
+	DownSince time.Time `json:"down_since,omitzero"`
+	// SlotsDropped counts abandoned slots of other processes dropped.
+	SlotsDropped uint64 `json:"abandoned_slots_dropped,omitempty"`
+	LastError    string `json:"last_error,omitempty"`
 }
 
 // Consumer streams changes; see the package documentation.
@@ -119,6 +163,10 @@ type Consumer struct {
 
 	mu     sync.Mutex
 	status Status
+	// resume is the position the next session starts from: the end of the
+	// last transaction handed over (or a keepalive's position between
+	// transactions); zero before the first session streamed.
+	resume pglogrepl.LSN
 }
 
 // New validates cfg and returns a Consumer; nothing connects until Run.
@@ -155,6 +203,18 @@ func New(cfg Config) (*Consumer, error) {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = 15 * time.Second
 	}
+	if cfg.SlotName != "" && (!isIdent(cfg.SlotName) || !strings.HasPrefix(cfg.SlotName, SlotPrefix)) {
+		return nil, fmt.Errorf("replication: slot name %q: want %s followed by lower-case letters, digits and _ (63 bytes at most)", cfg.SlotName, SlotPrefix)
+	}
+	if cfg.OnGap == nil {
+		cfg.OnGap = func() {}
+	}
+	if cfg.AbandonAfter == 0 {
+		cfg.AbandonAfter = 5 * time.Minute
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = min(cfg.AbandonAfter/5, time.Minute)
+	}
 	return &Consumer{cfg: cfg, log: cfg.Logger.With("component", "replication")}, nil
 }
 
@@ -171,6 +231,17 @@ func (c *Consumer) Status() Status {
 // returns nil when ctx is cancelled and a *ConfigError when the database
 // cannot do logical replication at all.
 func (c *Consumer) Run(ctx context.Context) error {
+	c.markDown()
+	if c.cfg.AbandonAfter > 0 {
+		sweepCtx, stopSweep := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); c.sweepAbandoned(sweepCtx) }()
+		defer func() { stopSweep(); <-done }()
+	}
+	if c.cfg.SlotName != "" {
+		// A clean stop gives the slot up: nobody would read what it keeps.
+		defer c.dropOwnSlot()
+	}
 	backoff := c.cfg.MinBackoff
 	for {
 		streamed, err := c.session(ctx)
@@ -199,12 +270,17 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) setError(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.status.Connected || c.status.DownSince.IsZero() {
+		c.status.DownSince = time.Now()
+	}
 	c.status.Connected = false
 	c.status.Slot = ""
 	if err != nil {
 		c.status.LastError = err.Error()
 	}
 }
+
+func (c *Consumer) markDown() { c.setError(nil) }
 
 // sessionParams make the walsender print values the way decodeValue
 // expects (ISO dates in UTC, shortest exact floats), whatever the server's
@@ -276,19 +352,9 @@ func (c *Consumer) session(ctx context.Context) (streamed bool, err error) {
 			Err: errors.New("run the migrations, which create publication supabase_realtime")}
 	}
 
-	slot := "animesync_rt_" + randomHex(8)
-	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Temporary: true, Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+	slot, start, resumed, err := c.openSlot(ctx, conn, walLevel)
 	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "55000" {
-			return false, &ConfigError{Setting: "wal_level", Have: walLevel, Want: "logical", Err: err}
-		}
-		return false, fmt.Errorf("replication: create slot: %w", err)
-	}
-	start, err := pglogrepl.ParseLSN(res.ConsistentPoint)
-	if err != nil {
-		return false, fmt.Errorf("replication: slot consistent point %q: %w", res.ConsistentPoint, err)
+		return false, err
 	}
 	err = pglogrepl.StartReplication(ctx, conn, slot, start, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
@@ -299,15 +365,77 @@ func (c *Consumer) session(ctx context.Context) (streamed bool, err error) {
 	}
 
 	c.mu.Lock()
+	first := c.resume == 0
 	c.status.Connected = true
+	c.status.DownSince = time.Time{}
 	c.status.Slot = slot
 	c.status.Sessions++
 	c.status.ConfirmedLSN = start.String()
+	gap := !first && !resumed
+	if gap {
+		c.status.Gaps++
+	}
 	c.mu.Unlock()
-	c.log.Info("replication streaming", "slot", slot, "publications", pubs, "start_lsn", start.String())
+	c.log.Info("replication streaming", "slot", slot, "publications", pubs, "start_lsn", start.String(), "resumed", resumed)
+	if gap {
+		// The first session has nothing to resume; a later one that could
+		// not resume may have missed changes.
+		c.log.Warn("replication resumed with a gap: changes committed while it was down may be missing", "slot", slot)
+		c.cfg.OnGap()
+	}
 
 	s := &stream{c: c, conn: conn, types: types, relations: map[uint32]*relation{}, confirmed: start}
-	return true, s.loop(ctx)
+	err = s.loop(ctx)
+	c.mu.Lock()
+	c.resume = max(c.resume, s.confirmed)
+	c.mu.Unlock()
+	return true, err
+}
+
+// openSlot creates the session's slot, or finds the persistent one, and
+// returns where to start streaming and whether that resumes the previous
+// session without a gap.
+func (c *Consumer) openSlot(ctx context.Context, conn *pgconn.PgConn, walLevel string) (slot string, start pglogrepl.LSN, resumed bool, err error) {
+	c.mu.Lock()
+	resume := c.resume
+	c.mu.Unlock()
+	slot = c.cfg.SlotName
+	temporary := slot == ""
+	if temporary {
+		slot = SlotPrefix + randomHex(8)
+	}
+	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Temporary: temporary, Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		start, err = pglogrepl.ParseLSN(res.ConsistentPoint)
+		if err != nil {
+			return "", 0, false, fmt.Errorf("replication: slot consistent point %q: %w", res.ConsistentPoint, err)
+		}
+		if !temporary {
+			c.log.Info("replication slot created", "slot", slot)
+		}
+		return slot, start, false, nil
+	case errors.As(err, &pgErr) && pgErr.Code == "55000":
+		return "", 0, false, &ConfigError{Setting: "wal_level", Have: walLevel, Want: "logical", Err: err}
+	case errors.As(err, &pgErr) && pgErr.Code == "42710" && !temporary:
+		// The slot survived: resume. The server starts at the later of
+		// its confirmed position and ours; a confirmed position beyond ours
+		// means another session moved the slot on past changes we never
+		// handed over.
+		confirmed, err := queryOne(ctx, conn, "select coalesce(confirmed_flush_lsn, '0/0') from pg_replication_slots where slot_name = '"+slot+"'")
+		if err != nil {
+			return "", 0, false, fmt.Errorf("replication: read slot %s: %w", slot, err)
+		}
+		at, err := pglogrepl.ParseLSN(confirmed)
+		if err != nil {
+			return "", 0, false, fmt.Errorf("replication: slot %s position %q: %w", slot, confirmed, err)
+		}
+		return slot, max(resume, at), resume == 0 || at <= resume, nil
+	default:
+		return "", 0, false, fmt.Errorf("replication: create slot: %w", err)
+	}
 }
 
 func (c *Consumer) existingPublications(ctx context.Context, conn *pgconn.PgConn) ([]string, error) {
@@ -615,4 +743,105 @@ func randomHex(n int) string {
 		panic(err) // crypto/rand does not fail on supported platforms
 	}
 	return hex.EncodeToString(b)
+}
+
+// dropOwnSlot drops the persistent slot after Run, waiting for the
+// walsender of the closed session to let go of it.
+func (c *Consumer) dropOwnSlot() {
+	cfg, err := replicationConfig(c.cfg.DatabaseURL)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		c.log.Warn("replication: could not drop the slot on stop; another process drops it once abandoned", "slot", c.cfg.SlotName, "err", err)
+		return
+	}
+	defer conn.Close(context.Background())
+	err = pglogrepl.DropReplicationSlot(ctx, conn, c.cfg.SlotName, pglogrepl.DropReplicationSlotOptions{Wait: true})
+	var pgErr *pgconn.PgError
+	if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42704") {
+		c.log.Warn("replication: could not drop the slot on stop", "slot", c.cfg.SlotName, "err", err)
+	}
+}
+
+// sweepAbandoned drops the persistent slots of other animesync processes
+// that stay inactive for AbandonAfter: a process killed for good would
+// otherwise make PostgreSQL keep WAL for it until the disk is full. A slot
+// is timed from when this consumer first saw it inactive, so a consumer
+// that just started waits a full AbandonAfter before dropping anything.
+func (c *Consumer) sweepAbandoned(ctx context.Context) {
+	inactiveSince := map[string]time.Time{}
+	t := time.NewTicker(c.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := c.sweepOnce(ctx, inactiveSince); err != nil && ctx.Err() == nil {
+			c.log.Debug("replication: abandoned slot sweep failed", "err", err)
+		}
+	}
+}
+
+func (c *Consumer) sweepOnce(ctx context.Context, inactiveSince map[string]time.Time) error {
+	cfg, err := pgconn.ParseConfig(c.cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	connectCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(connectCtx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	rows, err := queryRows(connectCtx, conn, `select slot_name, active::text from pg_replication_slots
+		where slot_type = 'logical' and database = current_database() and not temporary and slot_name like '`+strings.ReplaceAll(SlotPrefix, "_", `\_`)+`%'`)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	seen := map[string]bool{}
+	for _, r := range rows {
+		name, active := r[0], r[1] == "true"
+		if name == c.cfg.SlotName || !isIdent(name) {
+			continue
+		}
+		seen[name] = true
+		if active {
+			delete(inactiveSince, name)
+			continue
+		}
+		since, ok := inactiveSince[name]
+		if !ok {
+			inactiveSince[name] = now
+			continue
+		}
+		if now.Sub(since) < c.cfg.AbandonAfter {
+			continue
+		}
+		// Dropping fails if the slot became active meanwhile; then it is
+		// not abandoned after all.
+		if _, err := queryRows(connectCtx, conn, "select pg_drop_replication_slot('"+name+"')"); err != nil {
+			c.log.Debug("replication: abandoned slot not dropped", "slot", name, "err", err)
+			delete(inactiveSince, name)
+			continue
+		}
+		delete(inactiveSince, name)
+		c.mu.Lock()
+		c.status.SlotsDropped++
+		c.mu.Unlock()
+		c.log.Warn("replication: dropped the slot of a process gone for good", "slot", name, "inactive_for", now.Sub(since).Round(time.Second))
+	}
+	for name := range inactiveSince {
+		if !seen[name] {
+			delete(inactiveSince, name)
+		}
+	}
+	return nil
 }

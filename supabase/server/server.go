@@ -4,6 +4,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -153,6 +154,8 @@ func Assemble(p Parts) (*Server, error) {
 		}
 		s.realtime = realtime.New(opts)
 		s.changes = s.realtime.NewChangeFeed(p.Pool, p.Config.DBURL)
+		s.changes.SlotName = cmp.Or(p.Config.RealtimeSlotName, replication.DefaultSlotName(p.Config.Port, p.Config.DBURL))
+		s.changes.AbandonAfter = p.Config.RealtimeSlotAbandonAfter
 		health.Realtime = s.realtimeHealth
 	}
 	s.router = gateway.New(gateway.Options{
@@ -214,8 +217,12 @@ type realtimeHealth struct {
 
 // realtimeHealth is the realtime section of /health.
 func (s *Server) realtimeHealth() any {
-	return realtimeHealth{Status: "ok", Stats: s.realtime.Stats(), Cluster: s.realtime.ClusterStatus(),
+	rep := realtimeHealth{Status: "ok", Stats: s.realtime.Stats(), Cluster: s.realtime.ClusterStatus(),
 		Replication: s.changes.Status()}
+	if s.changes.Down() {
+		rep.Status = "degraded" // changes and database broadcasts do not flow
+	}
+	return rep
 }
 
 // newClusterBus joins the realtime servers of all processes on the
