@@ -3,12 +3,17 @@ package postgreschanges
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/animesync/animesync/supabase/replication"
 )
@@ -291,7 +296,7 @@ func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) []Deli
 	if len(matches) == 0 {
 		return nil
 	}
-	verdicts, err := d.cfg.Checker.Check(ctx, ch, byKey)
+	verdicts, err := d.checkRetrying(ctx, ch, byKey)
 	if err != nil {
 		if ctx.Err() == nil {
 			d.dropped.Add(1)
@@ -351,6 +356,53 @@ func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) []Deli
 		out = append(out, Delivery{Channel: m.target.Channel, Payload: p})
 	}
 	return out
+}
+
+// checkRetrying runs the visibility check, and runs it again for as long as
+// it fails because the database is unreachable (a restart): the change was
+// already acknowledged to the replication slot, so dropping it then would
+// lose it for good. Everything behind it waits, as replication itself does
+// while the database is down. Other errors (a policy that fails to
+// evaluate) are returned at once.
+func (d *Dispatcher) checkRetrying(ctx context.Context, ch *replication.Change, byKey map[string]Auth) (map[string]Verdict, error) {
+	wait := 100 * time.Millisecond
+	for {
+		verdicts, err := d.cfg.Checker.Check(ctx, ch, byKey)
+		if err == nil || !unreachable(err) || ctx.Err() != nil {
+			return verdicts, err
+		}
+		d.log.Warn("postgres_changes visibility check: database unreachable; retrying",
+			"schema", ch.Schema, "table", ch.Table, "retry_in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// unreachable reports whether err means the database could not be reached
+// or went away, rather than refused or timed out the statement (a policy
+// that is always too slow must not hold everything back for ever).
+func unreachable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"): // connection exception
+			return true
+		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03": // shutdown, crash, starting up
+			return true
+		}
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, io.EOF) || pgconn.SafeToRetry(err)
 }
 
 // appendBySelect splits one channel's matching binding ids by their

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -643,5 +645,90 @@ func TestDeliveriesKeepEnqueueOrder(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// TestCheckWaitsOutAnUnreachableDatabase: a change whose visibility check
+// finds the database unreachable (it is restarting) is checked again until
+// the database answers, rather than dropped: the replication slot has
+// already moved past it, so dropping it would lose it for good.
+func TestCheckWaitsOutAnUnreachableDatabase(t *testing.T) {
+	db := dbtest.New(t)
+	exec(t, db, seed)
+	ctx := context.Background()
+	var relid uint32
+	if err := db.Pool.QueryRow(ctx, `select 'public.rooms'::regclass::oid`).Scan(&relid); err != nil {
+		t.Fatal(err)
+	}
+	// The checker's pool goes through a port where nothing listens yet.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxyAddr := l.Addr().String()
+	l.Close()
+	cfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbAddr := net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port)))
+	host, port, _ := net.SplitHostPort(proxyAddr)
+	p, _ := strconv.Atoi(port)
+	cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
+	cfg.ConnConfig.ConnectTimeout = time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+
+	h := newHub()
+	h.add("anon-public", anon, 11, postgreschanges.Params{Event: "UPDATE", Schema: "public", Table: "rooms"})
+	checker := postgreschanges.NewChecker(postgreschanges.CheckerConfig{Pool: pool})
+	d, err := postgreschanges.NewDispatcher(postgreschanges.DispatcherConfig{Checker: checker, Targets: h, Deliver: h.deliver,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = d.Run(runCtx) }()
+	ch := replication.Change{Schema: "public", Table: "rooms", Type: replication.Update, RelationID: relid,
+		Columns: []replication.Column{{Name: "room_id", Type: "text"}, {Name: "is_public", Type: "bool"}},
+		Record:  map[string]any{"room_id": "publicroom", "is_public": true}}
+	if err := d.Enqueue(runCtx, ch); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond) // a few failed attempts
+	if d.Failed() != 0 {
+		t.Fatalf("the change was dropped while the database was unreachable (failed %d)", d.Failed())
+	}
+	// The database "comes back".
+	proxy, err := net.Listen("tcp", proxyAddr)
+	if err != nil {
+		t.Fatalf("listen on %s again: %v", proxyAddr, err)
+	}
+	defer proxy.Close()
+	go func() {
+		for {
+			c, err := proxy.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", dbAddr)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(up, c) }()
+				_, _ = io.Copy(c, up)
+			}()
+		}
+	}()
+	h.waitCalls(t, 1)
+	if got := h.payloads("anon-public"); len(got) != 1 {
+		t.Fatalf("payloads after the database came back: %v", got)
 	}
 }
