@@ -447,10 +447,7 @@ func abandonedSlotsAreDropped(t *testing.T, c *cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cons.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runUntilCleanup(t, cons)
 	waitConnected(t, cons, 0)
 	waitFor(t, "the abandoned slot to be dropped", func() bool { return cons.Status().SlotsDropped == 1 })
 	names := c.slotNames()
@@ -472,10 +469,7 @@ func lostSlotIsReportedAsAGap(t *testing.T, c *cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cons.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runUntilCleanup(t, cons)
 	waitConnected(t, cons, 0)
 	// Cut the consumer off and drop its slot before it reconnects.
 	c.exec(`select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = '` + slot + `'`)
@@ -491,6 +485,14 @@ func lostSlotIsReportedAsAGap(t *testing.T, c *cluster) {
 	if st := cons.Status(); st.Gaps != 1 {
 		t.Errorf("status gaps = %d, want 1", st.Gaps)
 	}
+}
+
+// runUntilCleanup runs cons until the test ends.
+func runUntilCleanup(t *testing.T, cons *replication.Consumer) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cons.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
 
 func (c *cluster) tryExec(sql string) error {

@@ -97,17 +97,7 @@ func (c *cluster) exec(sql string) {
 
 func (c *cluster) slots() int {
 	c.t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, c.url())
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, `select count(*) from pg_replication_slots`).Scan(&n); err != nil {
-		c.t.Fatal(err)
-	}
-	return n
+	return len(c.slotNames())
 }
 
 func (c *cluster) migrate() {
