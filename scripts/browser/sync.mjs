@@ -327,7 +327,7 @@ async function rateLimitInWords (who) {
     await form.getByRole('button', { name: 'Post' }).click()
     await who.page.waitForFunction(() => !document.querySelector('#comment-form button[type=submit]').disabled)
   }
-  const text = await who.page.locator('#notice').getByText(/too many at once\. Try again in \d+ seconds?\./).textContent({ timeout: 10000 })
+  const text = await who.page.locator('#notice').getByText(/too many at once\. Try again in \d+ (seconds?|minutes?)\./).textContent({ timeout: 10000 })
   expectedErrors.push({ name: who.name, from, to: Date.now(), match: /status of 429/ })
   ok('the comment rate limit is explained in words: ' + text)
 }
