@@ -14,6 +14,7 @@ import (
 // TestCommentsSupabaseGoClient calls the three comment functions through
 // supabase-go against the real router served over HTTP.
 func TestCommentsSupabaseGoClient(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	srv := httptest.NewServer(api.Router)
 	t.Cleanup(srv.Close)

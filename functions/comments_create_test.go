@@ -69,6 +69,7 @@ func commentRow(t *testing.T, api *servertest.API, id string) (message string, r
 var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 func TestCommentsCreateAnchor(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	before := time.Now().Add(-time.Second)
 	c := mustComment(t, api, aotComment(map[string]any{"video_timestamp": 83.5}))
@@ -96,6 +97,7 @@ func TestCommentsCreateAnchor(t *testing.T) {
 // depth-5 comment is attached beside it (parent = its parent, depth 5) and
 // remembers what it answered in reply_to_id.
 func TestCommentsCreateThreadSixDeep(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	anchor := mustComment(t, api, aotComment())
 	chain := []map[string]any{anchor}
@@ -153,6 +155,7 @@ func TestCommentsCreateThreadSixDeep(t *testing.T) {
 // Fifty replies at once, half to the anchor and half to a reply: every
 // count is exact and equals what the rows say.
 func TestCommentsCreateConcurrentReplies(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	anchor := mustComment(t, api, aotComment())
 	first := mustComment(t, api, aotComment(map[string]any{"parent_id": anchor["id"]}))
@@ -201,6 +204,7 @@ func TestCommentsCreateConcurrentReplies(t *testing.T) {
 }
 
 func TestCommentsCreateValidation(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	anchor := mustComment(t, api, aotComment())
 	var count int
@@ -275,6 +279,7 @@ func TestCommentsCreateValidation(t *testing.T) {
 }
 
 func TestCommentsCreateRoomMembership(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	room := roomID(t, api)
 	otherEpisode := roomID(t, api, map[string]any{"episode_number": 2})
@@ -322,6 +327,7 @@ func TestCommentsCreateRoomMembership(t *testing.T) {
 // Characters, not bytes: 1000 emoji (4 bytes each) fit, 1001 do not; CJK,
 // right-to-left text and combining marks count one per code point.
 func TestCommentsCreateUnicode(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	tests := []struct {
 		name    string
@@ -365,6 +371,7 @@ func TestCommentsCreateUnicode(t *testing.T) {
 // Text that looks like SQL or HTML is data: stored and returned byte for
 // byte, never escaped, never executed.
 func TestCommentsCreateVerbatim(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	messages := []string{
 		`Robert'); DROP TABLE public.comments; --`,
@@ -403,6 +410,7 @@ func TestCommentsCreateVerbatim(t *testing.T) {
 // The default 5 per minute, per user, in the database: the sixth is 429 with
 // Retry-After; refused requests do not use the allowance; others are unaffected.
 func TestCommentsCreateRateLimit(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	for i := 0; i < 3; i++ {
 		res := api.Post("comments-create", aotComment(map[string]any{"parent_id": "00000000-0000-4000-8000-000000000000"}))
@@ -430,6 +438,7 @@ func TestCommentsCreateRateLimit(t *testing.T) {
 // A signed-in user's token fixes the author: user_id defaults to its sub and
 // may not name anyone else.
 func TestCommentsCreateIdentity(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
 		"role": "authenticated", "sub": "signed-in-user", "exp": time.Now().Add(time.Hour).Unix(),

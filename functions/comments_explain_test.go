@@ -18,6 +18,7 @@ import (
 // comments table sequentially. It takes a few seconds, so it runs only when
 // ANIMESYNC_EXPLAIN=1 (scripts/explain-comments; CI runs it once).
 func TestExplainComments(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("ANIMESYNC_EXPLAIN") == "" {
 		t.Skip("set ANIMESYNC_EXPLAIN=1 (or run scripts/explain-comments) to seed 100,000 comments and explain the queries")
 	}

@@ -60,6 +60,7 @@ func seedAnchors(t *testing.T, api *servertest.API, n int) map[string][]string {
 // Paging through every sort with an awkward page size visits each anchor
 // exactly once, in the documented order, though timestamps tie.
 func TestCommentsGetByEpisodePagination(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	const n = 47
 	want := seedAnchors(t, api, n)
@@ -106,6 +107,7 @@ func TestCommentsGetByEpisodePagination(t *testing.T) {
 // Each anchor carries its first replies_limit replies, oldest first, across
 // all depths of its thread, and its total reply_count.
 func TestCommentsGetByEpisodeReplies(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	busy := mustComment(t, api, aotComment(map[string]any{"message": "busy thread"}))
 	quiet := mustComment(t, api, aotComment(map[string]any{"message": "quiet thread"}))
@@ -162,6 +164,7 @@ func TestCommentsGetByEpisodeReplies(t *testing.T) {
 // room_id narrows the anchors to one room's; a private room's comments are
 // shown only to holders of its realtime_token (as the comments_read policy).
 func TestCommentsGetByEpisodeRooms(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	public := roomID(t, api)
 	res := api.Post("rooms-create", aotRoom(map[string]any{"is_public": false, "host_user_id": "secret-host"}))
@@ -205,6 +208,7 @@ func TestCommentsGetByEpisodeRooms(t *testing.T) {
 }
 
 func TestCommentsGetByEpisodeValidation(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	base := func(overrides map[string]any) map[string]any {
 		b := map[string]any{"anime_id": "aot-season-1", "episode_number": 1}

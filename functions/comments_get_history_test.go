@@ -68,6 +68,7 @@ func jsonOf(t *testing.T, v any) string {
 }
 
 func TestCommentsGetHistory(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	room := seedHistory(t, api)
 	h := historyOf(t, api, map[string]any{"anime_id": "aot-season-1"})
@@ -130,6 +131,7 @@ func TestCommentsGetHistory(t *testing.T) {
 }
 
 func TestCommentsGetHistoryValidation(t *testing.T) {
+	t.Parallel()
 	api := commentsAPI(t)
 	tests := []struct {
 		name, field string

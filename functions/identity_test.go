@@ -244,6 +244,7 @@ func expected(mode, cred string, f roomScoped) want {
 // modes with every kind of credential, and checks both the answer and
 // whether the database changed: a refused call must leave it as it was.
 func TestIdentityModesTable(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{config.IdentityOpen, config.IdentityMember} {
 		t.Run(mode, func(t *testing.T) {
 			api := servertest.New(t, servertest.Options{Env: map[string]string{"ANIMESYNC_IDENTITY": mode}})
@@ -273,6 +274,7 @@ func TestIdentityModesTable(t *testing.T) {
 // TestMemberTokenOnHostActionIsNotHost: a member's own token proves who it
 // is, not that it hosts.
 func TestMemberTokenOnHostActionIsNotHost(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"ANIMESYNC_IDENTITY": "member"}})
 	for _, f := range roomScopedFunctions {
 		if !f.hostOnly {
@@ -294,6 +296,7 @@ func TestMemberTokenOnHostActionIsNotHost(t *testing.T) {
 // TestMemberModeIdentityComesFromTheToken: user_id may be left out, and
 // the service role (a trusted backend) acts for anyone.
 func TestMemberModeIdentityComesFromTheToken(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"ANIMESYNC_IDENTITY": "member"}})
 	c := newIdentityCase(t, api)
 	res := api.Post("sync-control", map[string]any{"room_id": c.room, "action": "pause", "current_time": 3},
@@ -323,6 +326,7 @@ func TestMemberModeIdentityComesFromTheToken(t *testing.T) {
 // existing one is refreshed only for its own member (otherwise anyone
 // could re-join as the host and be handed the host's token).
 func TestMemberModeRejoin(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{config.IdentityOpen, config.IdentityMember} {
 		t.Run(mode, func(t *testing.T) {
 			api := servertest.New(t, servertest.Options{Env: map[string]string{"ANIMESYNC_IDENTITY": mode}})
@@ -369,6 +373,7 @@ func TestMemberModeRejoin(t *testing.T) {
 // TestMemberModeRefreshedTokenWorks: re-joining with a valid token hands
 // out a fresh one (later expiry), which then works.
 func TestMemberModeRefreshedTokenWorks(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"ANIMESYNC_IDENTITY": "member"}})
 	c := newIdentityCase(t, api)
 	time.Sleep(1100 * time.Millisecond) // tokens carry whole seconds: let iat and exp move
@@ -398,6 +403,7 @@ func TestMemberModeRefreshedTokenWorks(t *testing.T) {
 // is a valid project JWT, so the gateway lets it through; an expired or
 // forged one gets the gateway's own 401 before any function runs.
 func TestMemberTokenPassesVerifyJWT(t *testing.T) {
+	t.Parallel()
 	on := true
 	settings := map[string]config.FunctionSettings{}
 	for _, name := range []string{"rooms-create", "rooms-join", "sync-control"} {
@@ -438,6 +444,7 @@ func TestMemberTokenPassesVerifyJWT(t *testing.T) {
 // all at once, while the host itself re-joins and plays, get no token and
 // change nothing; the host's calls all succeed.
 func TestMemberModeConcurrentHijackAttempts(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"ANIMESYNC_IDENTITY": "member"}})
 	c := newIdentityCase(t, api)
 	const attackers = 16

@@ -11,6 +11,7 @@ import (
 )
 
 func TestMembersUpdateStatusValidation(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host1")
 	cases := []struct {
@@ -42,6 +43,7 @@ func TestMembersUpdateStatusValidation(t *testing.T) {
 // time, checking what members-update-status stores and what
 // members-get-list projects.
 func TestMembersDriftThroughTheAPI(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"RATE_LIMIT_SYNC_CONTROL": "100/1s"}})
 	room := hostedRoom(t, api, "host1")
 	mustJoin(t, api, room, "close")

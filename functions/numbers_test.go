@@ -41,6 +41,7 @@ type functionFields struct {
 // envelope, never a 5xx. Then what those calls stored must not break the
 // reads that aggregate it.
 func TestNumericEdgesNeverFail5xx(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{
 		"RATE_LIMIT_ROOM_CREATION":   "100000/1h",
 		"RATE_LIMIT_SYNC_CONTROL":    "100000/1s",

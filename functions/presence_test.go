@@ -25,6 +25,7 @@ import (
 // a tracked position is a json.Number, and it must be reported like a
 // members-update-status current_time, drift and all.
 func TestPresenceTrackIsAMemberReport(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host1")
 	mustJoin(t, api, room, "m1")
@@ -52,6 +53,7 @@ func TestPresenceTrackIsAMemberReport(t *testing.T) {
 // channel's token proves the member it names; in open mode the tracked
 // user_id is believed unless the token names someone else.
 func TestPresenceTrackNeedsProofInMemberMode(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{config.IdentityOpen, config.IdentityMember} {
 		t.Run(mode, func(t *testing.T) {
 			api := servertest.New(t, servertest.Options{Env: map[string]string{"ANIMESYNC_IDENTITY": mode}})
@@ -137,6 +139,7 @@ func waitWritten(t *testing.T, p *functions.PresenceReports) {
 // members who stay keep being seen. Tracks come from concurrent goroutines,
 // as from many sockets.
 func TestPresenceBurstLosesNoReportAndNoLeave(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	ctx := context.Background()
 	const rooms, perRoom, tracksEach = 40, 50, 4 // 2,000 members, 8,000 tracks, 1,000 leaves

@@ -12,6 +12,7 @@ import (
 // token still valid), and by no one once the room is deleted, although the
 // comments themselves are kept.
 func TestPrivateCommentsStayPrivateInTheFunctions(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room, key, hostToken := privateRoom(t, api, "hosty")
 	res := join(api, room, "member1", map[string]any{"access_key": key})

@@ -17,6 +17,7 @@ import (
 // request field, with at least one curl and one supabase-js example (which
 // scripts/doc-examples runs), and every error code somewhere on the page.
 func TestReferenceDocumentsEveryFunction(t *testing.T) {
+	t.Parallel()
 	raw, err := os.ReadFile("../docs/API_REFERENCE.md")
 	if err != nil {
 		t.Fatal(err)

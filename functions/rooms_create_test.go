@@ -33,6 +33,7 @@ func aotRoom(overrides ...map[string]any) map[string]any {
 }
 
 func TestRoomsCreatePublicRoom(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	res := api.Post("rooms-create", aotRoom())
 	if res.Status != http.StatusCreated {
@@ -59,6 +60,7 @@ func TestRoomsCreatePublicRoom(t *testing.T) {
 }
 
 func TestRoomsCreatePrivateRoomKeyIsOnlyForTheHost(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	res := api.Post("rooms-create", aotRoom(map[string]any{"is_public": false, "max_members": 2}))
 	if res.Status != http.StatusCreated {
@@ -93,6 +95,7 @@ func TestRoomsCreatePrivateRoomKeyIsOnlyForTheHost(t *testing.T) {
 }
 
 func TestRoomsCreateValidation(t *testing.T) {
+	t.Parallel()
 	long := func(n int) string { return repeat("あ", n) }
 	cases := []struct {
 		name   string
@@ -154,6 +157,7 @@ func TestRoomsCreateValidation(t *testing.T) {
 }
 
 func TestRoomsCreateAcceptsLimitsAndUnicodeByCharacters(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	res := api.Post("rooms-create", aotRoom(map[string]any{
 		"title":         repeat("進", 255),
@@ -167,6 +171,7 @@ func TestRoomsCreateAcceptsLimitsAndUnicodeByCharacters(t *testing.T) {
 }
 
 func TestRoomsCreateRateLimit(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	for i := 0; i < 10; i++ {
 		if res := api.Post("rooms-create", aotRoom()); res.Status != http.StatusCreated {
@@ -190,6 +195,7 @@ func TestRoomsCreateRateLimit(t *testing.T) {
 }
 
 func TestRoomsCreateAlias(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	res := api.Do(http.MethodPost, "/functions/v1/rooms/create-realtime", aotRoom())
 	if res.Status != http.StatusCreated {

@@ -8,6 +8,7 @@ import (
 )
 
 func TestRoomsDelete(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host1")
 	mustJoin(t, api, room, "viewer")
@@ -68,6 +69,7 @@ func TestRoomsDelete(t *testing.T) {
 }
 
 func TestRoomsDeleteAfterHandOverOnlyNewHost(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host1")
 	mustJoin(t, api, room, "second")

@@ -43,6 +43,7 @@ func join(api *servertest.API, roomID, user string, extra ...map[string]any) *se
 }
 
 func TestRoomsJoin(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	roomID, _ := createRoom(t, api)
 
@@ -99,6 +100,7 @@ func TestRoomsJoin(t *testing.T) {
 }
 
 func TestRoomsJoinErrors(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	public, _ := createRoom(t, api)
 	private, key := createRoom(t, api, map[string]any{"is_public": false})
@@ -149,6 +151,7 @@ func TestRoomsJoinErrors(t *testing.T) {
 }
 
 func TestRoomsJoinWrongKeyLimits(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	private, key := createRoom(t, api, map[string]any{"is_public": false})
 	wrong := "000000"
@@ -190,6 +193,7 @@ func TestRoomsJoinWrongKeyLimits(t *testing.T) {
 }
 
 func TestRoomsJoinManagementRateLimitSkipsRejoins(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"RATE_LIMIT_ROOM_MANAGEMENT": "3/1h"}})
 	var rooms []string
 	for i := 0; i < 4; i++ {
@@ -211,6 +215,7 @@ func TestRoomsJoinManagementRateLimitSkipsRejoins(t *testing.T) {
 
 // 50 concurrent joins into a room of 10 admit exactly 9 besides the host.
 func TestRoomsJoinConcurrentCapacity(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	roomID, _ := createRoom(t, api, map[string]any{"max_members": 10})
 	var wg sync.WaitGroup
@@ -247,6 +252,7 @@ func TestRoomsJoinConcurrentCapacity(t *testing.T) {
 // whatever strangers did, and a stranger claiming a member's user_id
 // cannot use that to guess more keys than before.
 func TestRoomsJoinLockoutSparesMembers(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	private, key, hostToken := privateRoom(t, api, "hosty")
 	wrong := "000000"

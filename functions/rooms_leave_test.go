@@ -9,6 +9,7 @@ import (
 )
 
 func TestRoomsLeaveErrors(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host1")
 	cases := []struct {
@@ -46,6 +47,7 @@ func TestRoomsLeaveErrors(t *testing.T) {
 }
 
 func TestRoomsLeaveHostHandsOverToEarliestJoined(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host1")
 	mustJoin(t, api, room, "zed")   // joined first: the successor despite its name
@@ -77,6 +79,7 @@ func TestRoomsLeaveHostHandsOverToEarliestJoined(t *testing.T) {
 }
 
 func TestRoomsLeaveTiesGoToSmallestUserID(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host1")
 	mustJoin(t, api, room, "bob")
@@ -96,6 +99,7 @@ func TestRoomsLeaveTiesGoToSmallestUserID(t *testing.T) {
 // succeed: a host leaving members who have been silent for a day hands
 // over to the first of them and the room stays.
 func TestRoomsLeaveHostWithOnlyOfflineMembersKeepsRoom(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host1")
 	mustJoin(t, api, room, "sleepy")
@@ -117,6 +121,7 @@ func TestRoomsLeaveHostWithOnlyOfflineMembersKeepsRoom(t *testing.T) {
 }
 
 func TestRoomsLeaveLastMemberDeletesRoomKeepsComments(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host1")
 	ctx := context.Background()
@@ -142,6 +147,7 @@ func TestRoomsLeaveLastMemberDeletesRoomKeepsComments(t *testing.T) {
 }
 
 func TestRoomsLeaveRateLimited(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"RATE_LIMIT_ROOM_MANAGEMENT": "2/1h"}})
 	room := hostedRoom(t, api, "host1")
 	mustJoin(t, api, room, "u1")                                              // 1st room_management action

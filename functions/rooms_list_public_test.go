@@ -24,6 +24,7 @@ func listRooms(t *testing.T, api *servertest.API, query url.Values) ([]string, m
 }
 
 func TestRoomsListPublic(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	n := 0
 	mk := func(title, anime string, ep int, public bool, extraMembers int) {
@@ -86,6 +87,7 @@ func TestRoomsListPublic(t *testing.T) {
 }
 
 func TestRoomsListPublicValidation(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	for _, tc := range []struct{ query, code, field string }{
 		{"limit=0", "VALIDATION_ERROR", "limit"},

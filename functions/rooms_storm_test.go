@@ -22,6 +22,7 @@ import (
 // rooms.host_user_id, and it is the earliest-joined member. No request may
 // fail with a 5xx: deadlocks and serialization failures never reach clients.
 func TestExactlyOneHostUnderStorm(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host0", map[string]any{"max_members": 1000})
 	// Two members that stay keep the room alive through the storm.
@@ -85,6 +86,7 @@ func TestExactlyOneHostUnderStorm(t *testing.T) {
 // database. The host fires 30 actions at both at once; the database lets
 // through at most 2 in any 1-second window, whichever process serves them.
 func TestSyncControlRateLimitAcrossProcesses(t *testing.T) {
+	t.Parallel()
 	a := servertest.New(t)
 	pool2, err := pgxpool.New(context.Background(), a.DB.URL)
 	if err != nil {

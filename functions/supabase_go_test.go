@@ -14,6 +14,7 @@ import (
 
 // The Go client (supabase-go v0.0.4, Functions.Invoke) against the real router.
 func TestSupabaseGoClient(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	srv := httptest.NewServer(api.Router)
 	defer srv.Close()
@@ -62,6 +63,7 @@ func TestSupabaseGoClient(t *testing.T) {
 
 // The lifecycle and sync functions through the Go client.
 func TestSupabaseGoClientLifecycle(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	srv := httptest.NewServer(api.Router)
 	defer srv.Close()

@@ -11,6 +11,7 @@ import (
 )
 
 func TestSyncControlValidation(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host1")
 	mustJoin(t, api, room, "viewer")
@@ -72,6 +73,7 @@ func TestSyncControlValidation(t *testing.T) {
 }
 
 func TestSyncControlActions(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"RATE_LIMIT_SYNC_CONTROL": "100/1s", "SYNC_LEAD_TIME": "500ms"}})
 	room := hostedRoom(t, api, "host1")
 	start := time.Date(2026, 11, 26, 20, 0, 0, 0, time.UTC)
@@ -141,6 +143,7 @@ func TestSyncControlActions(t *testing.T) {
 }
 
 func TestSyncGetHostTime(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := hostedRoom(t, api, "host1")
 	start := time.Date(2026, 11, 26, 20, 0, 0, 0, time.UTC)

@@ -19,6 +19,7 @@ import (
 // client_time, with the same values, and an expected_time that is
 // HostState's own projection to the broadcast's server_time.
 func TestSyncBroadcastCarriesTheHostState(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"RATE_LIMIT_SYNC_CONTROL": "100/1s"}})
 	room := hostedRoom(t, api, "host1")
 	ctx := context.Background()

@@ -15,6 +15,7 @@ import (
 var serializationFailure = &pgconn.PgError{Code: "40001", Message: "could not serialize access"}
 
 func TestInTxRetriesSerializationFailures(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	calls := 0
 	err := db.InTx(context.Background(), d.Pool, func(pgx.Tx) error {
@@ -32,6 +33,7 @@ func TestInTxRetriesSerializationFailures(t *testing.T) {
 // A request whose context has ended is not retried: its last error is the
 // answer, not a failure to begin the next try.
 func TestInTxStopsRetryingWhenContextEnds(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

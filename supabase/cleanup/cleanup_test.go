@@ -50,6 +50,7 @@ func roomHost(tb testing.TB, api *servertest.API, room string) (string, int) {
 }
 
 func TestHostSilenceTransfer(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	sw := newSweeper(t, api)
 	ctx := context.Background()
@@ -102,6 +103,7 @@ func TestHostSilenceTransfer(t *testing.T) {
 }
 
 func TestCleanupSweep(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	sw := newSweeper(t, api)
 	ctx := context.Background()
@@ -158,6 +160,7 @@ func TestCleanupSweep(t *testing.T) {
 }
 
 func TestEachSweepRunsOncePerSlotAcrossProcesses(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	a, b := newSweeper(t, api), newSweeper(t, api) // two processes, one database
 	ctx := context.Background()
@@ -193,6 +196,7 @@ func TestEachSweepRunsOncePerSlotAcrossProcesses(t *testing.T) {
 }
 
 func TestBadCronScheduleStopsStartup(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	cfg, err := config.FromEnv(func(k string) string { return map[string]string{"CRON_SCHEDULE": "every night"}[k] })
 	if err != nil {
@@ -209,6 +213,7 @@ func TestBadCronScheduleStopsStartup(t *testing.T) {
 }
 
 func TestCleanupPrunesRealtimeMessages(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	sw := newSweeper(t, api)
 	ctx := context.Background()

@@ -17,6 +17,7 @@ import (
 // The broadcast endpoint's limit is realtime's (3 MB payloads, 422 above),
 // not the functions' 64 KiB (WEBSOCKET_EVENTS.md, REST).
 func TestBroadcastBodyLimitIsRealtimes(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	batch := func(payloadBytes int) string {
 		return `{"messages":[{"topic":"room:r1","event":"e","payload":{"x":"` + strings.Repeat("a", payloadBytes) + `"}}]}`
@@ -44,6 +45,7 @@ func TestBroadcastBodyLimitIsRealtimes(t *testing.T) {
 // A body trickled a byte at a time is cut at BODY_READ_TIMEOUT on every
 // route that reads one, with 408; a prompt body on the same server works.
 func TestTrickledBodiesAreCut(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"BODY_READ_TIMEOUT": "1s"}})
 	srv := httptest.NewServer(api.Router)
 	t.Cleanup(srv.Close)

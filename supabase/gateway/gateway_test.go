@@ -88,6 +88,7 @@ func sign(t *testing.T, method jwt.SigningMethod, kid string, key any, claims jw
 }
 
 func TestKeyCheckWhenVerifyJWTIsOn(t *testing.T) {
+	t.Parallel()
 	k := newKeys(t)
 	api := servertest.New(t, servertest.Options{Settings: verifyAll, KeySet: k.keySet})
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -153,6 +154,7 @@ func TestKeyCheckWhenVerifyJWTIsOn(t *testing.T) {
 }
 
 func TestSignedInUserOwnsItsIdentity(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	sub := "8d0fd2b3-9ca7-4d9e-a95f-9e13dded323e"
 	tok := sign(t, jwt.SigningMethodHS256, "", []byte(config.DevJWTSecret),
@@ -184,6 +186,7 @@ func TestSignedInUserOwnsItsIdentity(t *testing.T) {
 }
 
 func TestGatewayTransport(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	room := map[string]any{"title": "T", "anime_id": "a", "anime_title": "A", "episode_number": 1,
 		"video_url": "https://e.com/v.mp4", "host_user_id": "u1", "host_username": "U"}
@@ -267,6 +270,7 @@ func TestGatewayTransport(t *testing.T) {
 }
 
 func TestDatabaseDownIs503(t *testing.T) {
+	t.Parallel()
 	// A pool whose server does not answer: nothing listens on port 1.
 	dead, err := pgxpool.New(context.Background(), "postgres://postgres@127.0.0.1:1/gone?connect_timeout=1&sslmode=disable")
 	if err != nil {
@@ -305,6 +309,7 @@ func assertCORS(t *testing.T, res *servertest.Response) {
 // of the registry, with verify_jwt explicit, and nothing else, so the
 // shipped file and the served functions cannot drift apart.
 func TestConfigTOMLAgreesWithRegistry(t *testing.T) {
+	t.Parallel()
 	settings, err := config.ParseFunctionSettings(supabase.ConfigTOML)
 	if err != nil {
 		t.Fatal(err)

@@ -35,6 +35,7 @@ func scrape(t *testing.T, api *servertest.API) metricstest.Families {
 }
 
 func TestMetricsCountRealRequests(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{
 		"METRICS_ENABLED": "true", "RATE_LIMIT_ROOM_CREATION": "1/1h",
 	}})
@@ -85,6 +86,7 @@ func TestMetricsCountRealRequests(t *testing.T) {
 }
 
 func TestMetricsOfTheComponents(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"METRICS_ENABLED": "true"}})
 	m := api.Metrics
 	m.RealtimeConnectionOpened()
@@ -135,6 +137,7 @@ func TestMetricsOfTheComponents(t *testing.T) {
 }
 
 func TestMetricsDisabledIs404(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	res := api.Do(http.MethodGet, "/metrics", nil)
 	if res.Status != http.StatusNotFound || !strings.Contains(string(res.Body), "METRICS_ENABLED=true") {
@@ -146,6 +149,7 @@ func TestMetricsDisabledIs404(t *testing.T) {
 }
 
 func TestHealthRealtime(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	cfg, err := config.FromEnv(func(string) string { return "" })
 	if err != nil {
@@ -185,6 +189,7 @@ func TestHealthRealtime(t *testing.T) {
 // work) but reports degraded while realtime does, e.g. while replication is
 // down after a database restart.
 func TestHealthSaysDegradedWhileRealtimeIs(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	cfg, err := config.FromEnv(func(string) string { return "" })
 	if err != nil {

@@ -149,6 +149,7 @@ const seed = `
 // TestHostActionReachesSubscribersByVisibility follows the host through
 // UPDATE events on rooms filtered by room_id, as the platform's clients do.
 func TestHostActionReachesSubscribersByVisibility(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	exec(t, db, seed)
 	h := newHub()
@@ -217,6 +218,7 @@ func TestHostActionReachesSubscribersByVisibility(t *testing.T) {
 // comment and DELETE of a member: deletes carry the old row, and a private
 // room's deleted rows stay invisible to anon subscribers.
 func TestMembersAndCommentsWithOldRows(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	exec(t, db, seed)
 	h := newHub()
@@ -288,6 +290,7 @@ func TestMembersAndCommentsWithOldRows(t *testing.T) {
 // its comments' room_id to null; for a private room's comments that UPDATE
 // (message included) must reach no one who could not read them before.
 func TestPrivateCommentsStayPrivateWhenTheirRoomGoes(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	exec(t, db, seed)
 	h := newHub()
@@ -342,6 +345,7 @@ func TestPrivateCommentsStayPrivateWhenTheirRoomGoes(t *testing.T) {
 // TestOneCheckPerDistinctKey: a thousand anon viewers and a thousand
 // holders of one room's token cost two checks per change, not two thousand.
 func TestOneCheckPerDistinctKey(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	exec(t, db, seed)
 	exec(t, db, `insert into public.room_members (room_id, user_id, username)
@@ -384,6 +388,7 @@ func TestOneCheckPerDistinctKey(t *testing.T) {
 // TestColumnPrivilegesAreEnforced: a column a role may not select never
 // appears in its payloads, whoever else sees it.
 func TestColumnPrivilegesAreEnforced(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	exec(t, db, seed)
 	exec(t, db, `revoke select on public.room_members from anon;
@@ -412,6 +417,7 @@ func TestColumnPrivilegesAreEnforced(t *testing.T) {
 // the primary key; a channel whose matching bindings select differently
 // gets one payload per select, each with its own ids.
 func TestSelectRestrictsThePayload(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	exec(t, db, seed)
 	h := newHub()
@@ -487,6 +493,7 @@ func TestSelectRestrictsThePayload(t *testing.T) {
 // TestCheckerFailsClosed: a role that does not exist sees nothing and costs
 // no query; a table without row-level security needs no query either.
 func TestCheckerFailsClosed(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	exec(t, db, seed)
 	var relid uint32
@@ -523,6 +530,7 @@ func TestCheckerFailsClosed(t *testing.T) {
 // the pooled connection, which stays open: a policy that errors must not
 // cost a reconnection per change.
 func TestCheckerErrorLeavesConnectionClean(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, db.URL+"&pool_max_conns=1")
@@ -565,6 +573,7 @@ func TestCheckerErrorLeavesConnectionClean(t *testing.T) {
 // when a later change is processed first: a host action's change and the
 // broadcast that follows it reach the sockets together, and in order.
 func TestDeliveriesKeepEnqueueOrder(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

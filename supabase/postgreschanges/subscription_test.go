@@ -15,6 +15,7 @@ import (
 )
 
 func TestParse(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		in   Params
@@ -100,6 +101,7 @@ func typedChange() *replication.Change {
 }
 
 func TestFilterOperatorsCompareTyped(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		filter string
 		want   bool
@@ -146,6 +148,7 @@ func TestFilterOperatorsCompareTyped(t *testing.T) {
 }
 
 func TestMatchesEventAndRelation(t *testing.T) {
+	t.Parallel()
 	upd := &replication.Change{Schema: "public", Table: "rooms", Type: replication.Update,
 		Columns: []replication.Column{{Name: "room_id", Type: "text"}}, Record: map[string]any{"room_id": "new"}, OldRecord: map[string]any{"room_id": "old"}}
 	del := &replication.Change{Schema: "public", Table: "rooms", Type: replication.Delete,
@@ -179,6 +182,7 @@ func TestMatchesEventAndRelation(t *testing.T) {
 }
 
 func TestPayloadEncoding(t *testing.T) {
+	t.Parallel()
 	ins := &replication.Change{
 		Schema: "public", Table: "todos", Type: replication.Insert,
 		CommitTimestamp: time.Date(2026, 8, 1, 10, 0, 0, 123456000, time.UTC),
@@ -226,6 +230,7 @@ func TestPayloadEncoding(t *testing.T) {
 }
 
 func TestKeys(t *testing.T) {
+	t.Parallel()
 	anon := Auth{Role: "anon", Claims: map[string]any{"role": "anon", "iss": "supabase", "exp": 1.0}}
 	anon2 := Auth{Role: "anon", Claims: map[string]any{"iss": "supabase", "role": "anon", "exp": 2.0, "iat": 1.0}}
 	if DefaultKey(anon) != DefaultKey(anon2) {
@@ -328,6 +333,7 @@ var operatorCases = []struct {
 }
 
 func TestFilterOperators(t *testing.T) {
+	t.Parallel()
 	ch := operatorChange()
 	for _, c := range operatorCases {
 		sub, err := Parse(Params{Event: "*", Schema: "public", Table: "t", Filter: c.filter}, 1)
@@ -362,6 +368,7 @@ func TestFilterOperators(t *testing.T) {
 // (val::type OP val::type, negated with NOT, NULL counting as false), so
 // the expectations above are PostgreSQL's, not ours.
 func TestOperatorsAgreeWithPostgreSQL(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	ctx := context.Background()
 	symbols := map[string]string{"eq": "=", "neq": "!=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "like": "LIKE", "ilike": "ILIKE", "match": "~", "imatch": "~*"}

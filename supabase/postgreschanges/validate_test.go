@@ -12,6 +12,7 @@ import (
 )
 
 func TestValidatorRefusesLikeSupabase(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	ctx := context.Background()
 	// A published table with one column anon may not read, in a schema of
@@ -118,6 +119,7 @@ func TestValidatorRefusesLikeSupabase(t *testing.T) {
 }
 
 func TestValidatorDatabaseFailureIsNotARefusal(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	v := postgreschanges.NewValidator(db.Pool)
 	sub, err := postgreschanges.Parse(postgreschanges.Params{Schema: "public", Table: "rooms"}, 1)
@@ -135,6 +137,7 @@ func TestValidatorDatabaseFailureIsNotARefusal(t *testing.T) {
 }
 
 func TestValidatorReusesVerdicts(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	v := postgreschanges.NewValidator(db.Pool)
 	ctx := context.Background()

@@ -70,6 +70,7 @@ func scriptedServer(t *testing.T, joinStatus string) (*httptest.Server, chan map
 }
 
 func TestObserverFollowsPresence(t *testing.T) {
+	t.Parallel()
 	srv, joins := scriptedServer(t, "ok")
 	o := &WSObserver{URL: srv.URL, APIKey: "anon-key", AccessToken: "jwt", Private: true, Heartbeat: 50 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -118,6 +119,7 @@ func TestObserverFollowsPresence(t *testing.T) {
 }
 
 func TestObserverReportsRefusedJoin(t *testing.T) {
+	t.Parallel()
 	srv, _ := scriptedServer(t, "error")
 	o := &WSObserver{URL: srv.URL, APIKey: "anon-key"}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -129,6 +131,7 @@ func TestObserverReportsRefusedJoin(t *testing.T) {
 }
 
 func TestSocketURL(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"https://abcd.supabase.co": "wss://abcd.supabase.co/realtime/v1/websocket?apikey=k&vsn=1.0.0",
 		"http://127.0.0.1:54321/":  "ws://127.0.0.1:54321/realtime/v1/websocket?apikey=k&vsn=1.0.0",

@@ -70,6 +70,7 @@ func observe(t *testing.T, o *upstream.WSObserver, topic string) (*syncs, chan e
 }
 
 func TestObserverAgainstOwnRealtime(t *testing.T) {
+	t.Parallel()
 	url := upstreamtest.StartRealtime(t).URL
 	const topic = "room:abcde12345"
 	o := &upstream.WSObserver{URL: url, APIKey: config.DevAnonKey, Heartbeat: time.Second}
@@ -117,6 +118,7 @@ func TestObserverAgainstOwnRealtime(t *testing.T) {
 }
 
 func TestObserverPrivateChannelOwnRealtime(t *testing.T) {
+	t.Parallel()
 	url := upstreamtest.StartRealtime(t).URL
 	const topic = "room:priv123456"
 

@@ -35,6 +35,7 @@ func silentServer(t *testing.T) string {
 // dead upstream is noticed; a join nobody answers fails after the join
 // timeout instead of hanging.
 func TestSocketEndsWhenHeartbeatsGoUnanswered(t *testing.T) {
+	t.Parallel()
 	url := silentServer(t)
 	ctx := context.Background()
 	s, err := DialSocket(ctx, SocketOptions{URL: url, APIKey: "k", Heartbeat: 200 * time.Millisecond, JoinTimeout: 300 * time.Millisecond})
@@ -59,6 +60,7 @@ func TestSocketEndsWhenHeartbeatsGoUnanswered(t *testing.T) {
 
 // Close ends a working socket with ErrSocketClosed.
 func TestSocketClose(t *testing.T) {
+	t.Parallel()
 	s, err := DialSocket(context.Background(), SocketOptions{URL: silentServer(t), APIKey: "k"})
 	if err != nil {
 		t.Fatal(err)

@@ -78,6 +78,7 @@ func frontOf(t *testing.T, p *upstream.Proxy) (*servertest.API, *httptest.Server
 }
 
 func TestProxyForwardsRequestsUnchanged(t *testing.T) {
+	t.Parallel()
 	up, last := fakeUpstream(t)
 	// A path in SUPABASE_URL is kept as a prefix, as for a project behind a
 	// path-routing proxy.
@@ -176,6 +177,7 @@ func TestProxyForwardsRequestsUnchanged(t *testing.T) {
 // B is animesync on the embedded default, A is upstream mode in front of it:
 // functions are A's own, the Supabase services are B's.
 func TestUpstreamModeInFrontOfAnotherAnimesync(t *testing.T) {
+	t.Parallel()
 	b := servertest.New(t)
 	bSrv := httptest.NewServer(b.Router)
 	t.Cleanup(bSrv.Close)
@@ -227,6 +229,7 @@ func TestUpstreamModeInFrontOfAnotherAnimesync(t *testing.T) {
 }
 
 func TestProxiedWebSocketEcho(t *testing.T) {
+	t.Parallel()
 	var gotQuery, gotKey string
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/realtime/v1/websocket" {
@@ -294,6 +297,7 @@ func TestProxiedWebSocketEcho(t *testing.T) {
 // The upstream's own rate limits (GoTrue's, say) are rejections clients
 // see from this process too: counted, under a code of their own.
 func TestUpstream429IsARateLimitRejection(t *testing.T) {
+	t.Parallel()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "60")
 		w.WriteHeader(http.StatusTooManyRequests)
@@ -314,6 +318,7 @@ func TestUpstream429IsARateLimitRejection(t *testing.T) {
 }
 
 func TestProxyStreamsEventStreams(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -356,6 +361,7 @@ func TestProxyStreamsEventStreams(t *testing.T) {
 }
 
 func TestUpstreamFailuresAre502(t *testing.T) {
+	t.Parallel()
 	// A port nothing listens on.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -405,6 +411,7 @@ func TestUpstreamFailuresAre502(t *testing.T) {
 }
 
 func TestWithoutUpstreamTheServicesAnswerNoUpstream(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t)
 	for _, p := range upstream.Prefixes {
 		res := api.Do(http.MethodGet, p+"/anything?x=1", nil)
@@ -427,6 +434,7 @@ func TestWithoutUpstreamTheServicesAnswerNoUpstream(t *testing.T) {
 }
 
 func TestNewRejectsBadURLs(t *testing.T) {
+	t.Parallel()
 	for _, u := range []string{"", "ftp://x", "http://", "not a url"} {
 		if _, err := upstream.New(upstream.Options{URL: u}); err == nil {
 			t.Errorf("New(%q) accepted", u)
