@@ -6,27 +6,19 @@ package main
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
-	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/animesync/animesync/migrations"
 	"github.com/animesync/animesync/shared/config"
-	"github.com/animesync/animesync/shared/db"
 	"github.com/animesync/animesync/shared/version"
 	"github.com/animesync/animesync/supabase/server"
 )
@@ -147,48 +139,24 @@ func serve(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if *pprofAddr != "" && !server.LoopbackAddr(*pprofAddr) {
+		return usageError("-pprof-addr must be a loopback address with a port, such as 127.0.0.1:6060")
+	}
 	cfg, log, err := loadConfig()
 	if err != nil {
 		return err
 	}
 	if *pprofAddr != "" {
-		if err := servePprof(*pprofAddr, log); err != nil {
+		if err := server.ServePprof(*pprofAddr, log); err != nil {
 			return err
 		}
 	}
-	if cfg.UsingDevKeys {
-		log.Warn("NO KEYS CONFIGURED: using the Supabase CLI's public local-development JWT secret and keys. " +
-			"Anyone can mint tokens for this server. Set SUPABASE_JWT_SECRET and your project's keys outside development; " +
-			"ANIMESYNC_ENV=production refuses to start without them.")
-	}
-	for _, w := range cfg.Warnings() {
-		log.Warn(w)
-	}
+	server.LogConfigWarnings(cfg, log)
 	srv, err := server.New(ctx, cfg, log, server.Options{Migrate: !*noMigrate})
 	if err != nil {
 		return err
 	}
 	return srv.Run(ctx, nil)
-}
-
-// servePprof serves the runtime's profiles on a loopback address only:
-// they expose the process's internals.
-func servePprof(addr string, log *slog.Logger) error {
-	host, _, err := net.SplitHostPort(addr)
-	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-		return usageError("-pprof-addr must be a loopback address with a port, such as 127.0.0.1:6060")
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("pprof: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	log.Info("serving /debug/pprof", "addr", ln.Addr().String())
-	go func() { _ = http.Serve(ln, mux) }()
-	return nil
 }
 
 func functionsList(args []string, out io.Writer) error {
@@ -201,36 +169,7 @@ func functionsList(args []string, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	fns, err := server.Functions(cfg)
-	if err != nil {
-		return err
-	}
-	type row struct {
-		Name      string   `json:"name"`
-		Path      string   `json:"path"`
-		Aliases   []string `json:"aliases"`
-		VerifyJWT bool     `json:"verify_jwt"`
-		Enabled   bool     `json:"enabled"`
-		Methods   []string `json:"methods"`
-	}
-	var rows []row
-	for _, f := range fns {
-		paths := f.Paths()
-		rows = append(rows, row{f.Name, paths[0], paths[1:], f.VerifyJWT, f.Enabled, f.Methods})
-	}
-	if *format == "json" {
-		return json.NewEncoder(out).Encode(map[string]any{"functions": rows})
-	}
-	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPATH\tVERIFY_JWT\tMETHODS\tALIASES")
-	for _, r := range rows {
-		if !r.Enabled {
-			r.Name += " (disabled)"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Path, strconv.FormatBool(r.VerifyJWT),
-			strings.Join(r.Methods, ","), strings.Join(r.Aliases, ","))
-	}
-	return tw.Flush()
+	return server.WriteFunctions(out, cfg, *format == "json")
 }
 
 // migrationDB connects the migration verbs to --db-url, else the configured database.
@@ -245,12 +184,7 @@ func migrationDB(ctx context.Context, dbURL string) (*sql.DB, func(), error) {
 	if dbURL == "" {
 		return nil, nil, errors.New("no database: pass --db-url or set SUPABASE_DB_URL")
 	}
-	pool, err := db.Open(ctx, dbURL, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	sqlDB := db.SQLDB(pool)
-	return sqlDB, func() { sqlDB.Close(); pool.Close() }, nil
+	return migrations.Connect(ctx, dbURL)
 }
 
 func dbPush(ctx context.Context, args []string, out io.Writer) error {
@@ -290,21 +224,9 @@ func migrationList(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *format == "json" {
-		return json.NewEncoder(out).Encode(map[string]any{"migrations": entries})
-	}
-	tw := tabwriter.NewWriter(out, 2, 4, 1, ' ', 0)
-	fmt.Fprintln(tw, "  Local\t|\tRemote\t|\tTime (UTC)")
-	fmt.Fprintln(tw, "  -----\t|\t------\t|\t----------")
-	for _, e := range entries {
-		fmt.Fprintf(tw, "  %s\t|\t%s\t|\t%s\n", e.Local, e.Remote, e.Time)
-	}
-	return tw.Flush()
+	return migrations.WriteStatus(out, entries, *format == "json")
 }
 
-// status says whether a server answers on the configured address and
-// prints what a client needs to reach it, the way `supabase status` does
-// for a local stack.
 func status(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	if err := parseFlags(fs, args); err != nil {
@@ -314,78 +236,11 @@ func status(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	host := cfg.Host
-	if host == "0.0.0.0" || host == "" {
-		host = "127.0.0.1"
-	}
-	api := fmt.Sprintf("http://%s:%d", host, cfg.Port)
-	if _, err := probe(ctx, api+"/health", 2*time.Second); err != nil {
-		fmt.Fprintf(out, "animesync is not running at %s (%v)\n\n", api, err)
-	} else {
-		fmt.Fprintf(out, "animesync is running at %s\n\n", api)
-	}
-	dbURL := "(not configured)"
-	if cfg.DBURL != "" {
-		dbURL = cfg.DBURL
-	}
-	// A terminal, a CI log or a support ticket is no place for production
-	// secrets: they are named as set, never printed.
-	secret := func(v string) string {
-		switch {
-		case v == "":
-			return "(not configured)"
-		case cfg.Production():
-			return "(set; hidden in production)"
-		}
-		return v
-	}
-	if cfg.Production() {
-		if u, err := url.Parse(dbURL); err == nil && u.User != nil {
-			dbURL = u.Redacted()
-		}
-	}
-	for _, kv := range [][2]string{
-		{"API URL", api},
-		{"Functions URL", api + "/functions/v1"},
-		{"Realtime URL", "ws://" + strings.TrimPrefix(api, "http://") + "/realtime/v1"},
-		{"DB URL", dbURL},
-		{"Identity", cfg.Identity},
-		{"JWT secret", secret(cfg.JWTSecret)},
-		{"Publishable key", cfg.PublishableKey},
-		{"Secret key", secret(cfg.SecretKey)},
-		{"anon key", cfg.AnonKey},
-		{"service_role key", secret(cfg.ServiceRoleKey)},
-	} {
-		fmt.Fprintf(out, "%17s: %s\n", kv[0], kv[1])
-	}
-	return nil
+	return server.WriteStatus(ctx, out, cfg)
 }
 
-// probe GETs url and returns its body (at most 4 KiB), failing unless it
-// answers 200 within timeout.
-func probe(ctx context.Context, url string, timeout time.Duration) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-	body := strings.TrimSpace(string(raw))
-	if res.StatusCode != http.StatusOK {
-		return body, fmt.Errorf("%s answered %d: %s", url, res.StatusCode, body)
-	}
-	return body, nil
-}
-
-// healthcheck GETs this host's /health and fails unless it answers 200. It
-// exists because the container image has no shell or curl for a
-// HEALTHCHECK; the binary checks itself.
+// healthcheck exists because the container image has no shell or curl for
+// a HEALTHCHECK; the binary checks itself.
 func healthcheck(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	port := os.Getenv("PORT")
@@ -397,7 +252,7 @@ func healthcheck(ctx context.Context, args []string, out io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	body, err := probe(ctx, *target, *timeout)
+	body, err := server.Probe(ctx, *target, *timeout)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}

@@ -1,6 +1,7 @@
 package migrations
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -64,4 +65,20 @@ func WriteResult(w io.Writer, res *PushResult) error {
 	}
 	_, err := fmt.Fprintf(w, "Finished animesync db push: %d migration(s) applied.\n", len(res.Applied))
 	return err
+}
+
+// WriteStatus prints Status the way `animesync migration list` does: a
+// table like `supabase migration list`'s or, with asJSON,
+// {"migrations": [...]}.
+func WriteStatus(w io.Writer, entries []Entry, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(w).Encode(map[string]any{"migrations": entries})
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 1, ' ', 0)
+	fmt.Fprintln(tw, "  Local\t|\tRemote\t|\tTime (UTC)")
+	fmt.Fprintln(tw, "  -----\t|\t------\t|\t----------")
+	for _, e := range entries {
+		fmt.Fprintf(tw, "  %s\t|\t%s\t|\t%s\n", e.Local, e.Remote, e.Time)
+	}
+	return tw.Flush()
 }

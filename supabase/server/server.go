@@ -111,6 +111,20 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	return s, nil
 }
 
+// LogConfigWarnings says, once at start, what in cfg puts a server at
+// risk: the Supabase CLI's public development keys, an open identity mode
+// in production.
+func LogConfigWarnings(cfg *config.Config, log *slog.Logger) {
+	if cfg.UsingDevKeys {
+		log.Warn("NO KEYS CONFIGURED: using the Supabase CLI's public local-development JWT secret and keys. " +
+			"Anyone can mint tokens for this server. Set SUPABASE_JWT_SECRET and your project's keys outside development; " +
+			"ANIMESYNC_ENV=production refuses to start without them.")
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
+}
+
 // Parts are what a Server is assembled from: New reads them from the
 // configuration, tests (servertest) bring their own.
 type Parts struct {
