@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/animesync/animesync/scripts/benchkit"
 )
 
 // changes measures host action → postgres_changes callback: it creates a
@@ -38,7 +39,7 @@ func changes(addr string, nsubs, actions int, gap time.Duration) error {
 			SyncVersion int64  `json:"sync_version"`
 		} `json:"room"`
 	}
-	if err := post(ctx, base+"rooms-create", map[string]any{
+	if err := benchkit.Invoke(ctx, http.DefaultClient, base+"rooms-create", map[string]any{
 		"title": "bench", "anime_id": "bench", "anime_title": "Bench", "episode_number": 1,
 		"video_url": "https://example.com/v.mp4", "host_user_id": host, "host_username": "host",
 	}, &created); err != nil {
@@ -145,7 +146,7 @@ func changes(addr string, nsubs, actions int, gap time.Duration) error {
 			} `json:"state"`
 		}
 		t0 := time.Now()
-		if err := post(ctx, base+"sync-control", map[string]any{
+		if err := benchkit.Invoke(ctx, http.DefaultClient, base+"sync-control", map[string]any{
 			"room_id": roomID, "user_id": host, "action": "seek", "current_time": i + 1,
 		}, &res); err != nil {
 			return fmt.Errorf("sync-control %d: %w", i, err)
@@ -253,40 +254,4 @@ func syncVersion(frame []byte) (int64, bool) {
 		return 0, false
 	}
 	return *p.SyncVersion, true
-}
-
-// post sends body as JSON with the anon key, as supabase-js's
-// functions.invoke does, and decodes the data of a 2xx response's
-// {"success":true,"data":…} envelope into out.
-func post(ctx context.Context, url string, body any, out any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("apikey", devAnonKey)
-	req.Header.Set("Authorization", "Bearer "+devAnonKey)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	data, err := io.ReadAll(res.Body)
-	if err != nil {
-		return err
-	}
-	if res.StatusCode/100 != 2 {
-		return fmt.Errorf("HTTP %d: %s", res.StatusCode, data)
-	}
-	var env struct {
-		Data json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(data, &env); err != nil {
-		return err
-	}
-	return json.Unmarshal(env.Data, out)
 }

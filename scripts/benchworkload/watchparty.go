@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -17,6 +15,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/animesync/animesync/scripts/benchkit"
 )
 
 // The platform client's rhythm (docs/REALTIME_CLIENT_GUIDE.md).
@@ -73,7 +73,7 @@ func watchParty(ctx context.Context, o options) error {
 			} `json:"room"`
 		}
 		r := rooms[i]
-		err := post(ctx, hc, base+"rooms-create", map[string]any{
+		err := benchkit.Invoke(ctx, hc, base+"rooms-create", map[string]any{
 			"title": "bench " + tag, "anime_id": "bench", "anime_title": "Bench", "episode_number": 1,
 			"video_url": "https://example.com/v.mp4", "host_user_id": r.host, "host_username": "host",
 			"max_members": max(o.roomSize, 2), "is_public": true,
@@ -95,7 +95,7 @@ func watchParty(ctx context.Context, o options) error {
 		if m.user == m.room.host {
 			return nil
 		}
-		return post(ctx, hc, base+"rooms-join", map[string]any{"room_id": m.room.id, "user_id": m.user, "username": "viewer"}, nil)
+		return benchkit.Invoke(ctx, hc, base+"rooms-join", map[string]any{"room_id": m.room.id, "user_id": m.user, "username": "viewer"}, nil)
 	}); err != nil {
 		return fmt.Errorf("rooms-join: %w", err)
 	}
@@ -152,7 +152,7 @@ func watchParty(ctx context.Context, o options) error {
 			return m.track(acting, pos)
 		})
 		every(commentEvery, func(time.Time) error {
-			return post(acting, hc, base+"comments-create", map[string]any{"anime_id": "bench", "episode_number": 1,
+			return benchkit.Invoke(acting, hc, base+"comments-create", map[string]any{"anime_id": "bench", "episode_number": 1,
 				"user_id": m.user, "username": "viewer", "message": "nice", "room_id": m.room.id, "video_timestamp": pos}, nil)
 		})
 	}
@@ -169,7 +169,7 @@ func watchParty(ctx context.Context, o options) error {
 				} `json:"state"`
 			}
 			t0 := time.Now()
-			if err := post(acting, hc, base+"sync-control", body, &res); err != nil {
+			if err := benchkit.Invoke(acting, hc, base+"sync-control", body, &res); err != nil {
 				return err
 			}
 			if window.inWindow(t0.UnixNano()) {
@@ -358,43 +358,4 @@ func dbCounters(ctx context.Context, url string) (dbStats, error) {
 	err = conn.QueryRow(ctx, `select xact_commit, tup_inserted + tup_updated + tup_deleted
 		from pg_stat_database where datname = current_database()`).Scan(&s.commits, &s.rows)
 	return s, err
-}
-
-// post sends body as JSON with the anon key, as supabase-js's
-// functions.invoke does, and decodes the data of the response envelope
-// into out (nil: discarded).
-func post(ctx context.Context, hc *http.Client, url string, body any, out any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("apikey", devAnonKey)
-	req.Header.Set("Authorization", "Bearer "+devAnonKey)
-	res, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	data, err := io.ReadAll(res.Body)
-	if err != nil {
-		return err
-	}
-	if res.StatusCode/100 != 2 {
-		return fmt.Errorf("HTTP %d: %s", res.StatusCode, data)
-	}
-	if out == nil {
-		return nil
-	}
-	var env struct {
-		Data json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(data, &env); err != nil {
-		return err
-	}
-	return json.Unmarshal(env.Data, out)
 }
