@@ -75,29 +75,7 @@ func upstreamEnv(upstreamURL string, extra map[string]string) map[string]string 
 // db; it returns its base URL.
 func serveUpstream(t *testing.T, db *dbtest.DB, env map[string]string) string {
 	t.Helper()
-	cfg, err := config.FromEnv(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.DBURL = db.URL
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), server.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return "http://" + ln.Addr().String()
+	return "http://" + serve(t, db, env, server.Options{}).addr
 }
 
 // invoke calls a function on base and returns its data.

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -39,32 +37,9 @@ func TestMetricsFromRealTraffic(t *testing.T) {
 		// runs it once, with a clock a day ahead so that it deletes.
 		"CRON_SCHEDULE": "0 0 1 1 *",
 	}
-	cfg, err := config.FromEnv(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := dbtest.New(t)
-	cfg.DBURL = db.URL
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, log, server.Options{Migrate: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		waitForSlotRelease(t, db)
-	})
-	h := &httpClient{t: t, base: "http://" + ln.Addr().String()}
+	srv := serve(t, dbtest.New(t), env, server.Options{Migrate: true})
+	cfg, log := srv.cfg, srv.log
+	h := &httpClient{t: t, base: "http://" + srv.addr}
 
 	// Functions: a room, a second one refused by the rate limit, a member
 	// who reports its position.
@@ -92,7 +67,7 @@ func TestMetricsFromRealTraffic(t *testing.T) {
 	// Realtime: a joins with presence and tracks as m2 (a presence report),
 	// b joins and broadcasts to a, then tries a second channel past the
 	// limit of one.
-	wsURL := "ws://" + ln.Addr().String() + "/realtime/v1/websocket?vsn=1.0.0&apikey=" + config.DevPublishableKey
+	wsURL := "ws://" + srv.addr + "/realtime/v1/websocket?vsn=1.0.0&apikey=" + config.DevPublishableKey
 	topic := "realtime:room:" + roomID
 	a := dialPhoenix(t, wsURL)
 	a.join(topic, map[string]any{"presence": map[string]any{"key": "m2", "enabled": true}})
@@ -138,7 +113,7 @@ func TestMetricsFromRealTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ran, err := sweeper.RunOnce(ctx, cleanup.Cleanup); err != nil || !ran {
+	if ran, err := sweeper.RunOnce(context.Background(), cleanup.Cleanup); err != nil || !ran {
 		t.Fatalf("cleanup: ran %v (%v)", ran, err)
 	}
 
