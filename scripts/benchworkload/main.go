@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -90,8 +91,9 @@ func main() {
 
 // usage samples a process's CPU time and RSS from /proc.
 type usage struct {
-	cpu time.Duration
-	rss int64 // bytes
+	cpu           time.Duration
+	rss           int64 // bytes
+	reads, writes int64 // read and write system calls (/proc/<pid>/io)
 }
 
 func sample(pid int) usage {
@@ -108,6 +110,15 @@ func sample(pid int) usage {
 				ut, _ := strconv.ParseInt(f[11], 10, 64)
 				st, _ := strconv.ParseInt(f[12], 10, 64)
 				u.cpu = time.Duration(ut+st) * 10 * time.Millisecond
+			}
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "syscr: "); ok {
+				u.reads, _ = strconv.ParseInt(v, 10, 64)
+			} else if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+				u.writes, _ = strconv.ParseInt(v, 10, 64)
 			}
 		}
 	}
@@ -147,6 +158,8 @@ func sampleAll(pids []int) usage {
 		s := sample(p)
 		u.cpu += s.cpu
 		u.rss += s.rss
+		u.reads += s.reads
+		u.writes += s.writes
 	}
 	return u
 }
@@ -158,25 +171,51 @@ type meter struct {
 	pgCPU        time.Duration
 	serverPIDs   []int
 	pgPID        int
+	profile      *os.File // open while this process is being profiled
 }
 
+// cpuProfile is where the meter saves this process's CPU profile of the
+// measured phase: is the load generator what limits a run?
+var cpuProfile = flag.String("cpuprofile", "", "save this load generator's CPU profile of the measured phase here")
+
 func startMeter(serverPIDs []int, pgPID int) *meter {
-	return &meter{start: time.Now(), server: sampleAll(serverPIDs), self: sample(os.Getpid()),
+	m := &meter{start: time.Now(), server: sampleAll(serverPIDs), self: sample(os.Getpid()),
 		pgCPU: treeCPU(pgPID), serverPIDs: serverPIDs, pgPID: pgPID}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchworkload: no CPU profile:", err)
+		} else {
+			m.profile = f
+		}
+	}
+	return m
 }
 
 type meterResult struct {
 	elapsed                   time.Duration
 	serverCPU, selfCPU, pgCPU float64 // share of one core
 	serverRSS                 int64
+	// serverReads and serverWrites are the servers' read and write
+	// system calls per second: how well socket I/O is batched.
+	serverReads, serverWrites float64
 }
 
 func (m *meter) stop() meterResult {
+	if m.profile != nil {
+		pprof.StopCPUProfile()
+		_ = m.profile.Close()
+	}
 	el := time.Since(m.start)
 	s, me := sampleAll(m.serverPIDs), sample(os.Getpid())
 	r := meterResult{elapsed: el, serverRSS: s.rss,
-		serverCPU: float64(s.cpu-m.server.cpu) / float64(el),
-		selfCPU:   float64(me.cpu-m.self.cpu) / float64(el)}
+		serverCPU:    float64(s.cpu-m.server.cpu) / float64(el),
+		selfCPU:      float64(me.cpu-m.self.cpu) / float64(el),
+		serverReads:  float64(s.reads-m.server.reads) / el.Seconds(),
+		serverWrites: float64(s.writes-m.server.writes) / el.Seconds()}
 	if m.pgPID != 0 {
 		r.pgCPU = float64(treeCPU(m.pgPID)-m.pgCPU) / float64(el)
 	}

@@ -3,15 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
-
 	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
-
-	"github.com/coder/websocket"
 )
 
 // groupSize is how many users share a broadcast channel in Supabase's
@@ -42,127 +40,156 @@ func (r *run) arrived(sent int64, now time.Time) {
 	}
 }
 
-// vuConn is one virtual user's socket in either protocol.
-type vuConn interface {
-	// send publishes the send time to channel c (0: echo, 1: shared).
-	send(ctx context.Context, c int, sent int64) error
-	// read returns the send time of the next delivery (ok false for other
-	// frames), answering pings as needed.
-	read(ctx context.Context) (sent int64, ok bool, err error)
-	heartbeat(ctx context.Context) error
-	close()
+// The send schedule: every virtual user publishes to each of its two
+// channels every sendEvery, each at a phase of its own (1 ms slots), and
+// beats every heartbeatEvery sends to its echo channel (25 s, as
+// supabase-js does).
+const (
+	sendEvery      = 500 * time.Millisecond
+	heartbeatEvery = 50
+)
+
+// vu is one virtual user: its socket and its two channels.
+type vu struct {
+	sock     *rawSocket
+	channels [2]string // echo, shared: the protocol's names for them
+	ref      int64     // the last ref or command id used
+	beats    int       // echo sends since the last heartbeat
+}
+
+// protocol is how a virtual user speaks to the server under test.
+type protocol interface {
+	// dial connects and joins (subscribes to) the user's two channels.
+	dial(addr string, u *vu, deadline time.Time) error
+	// appendPublish appends the payload of a message to channel c (0:
+	// echo, 1: shared) carrying send time sent; it goes in a frame of
+	// opcode op.
+	appendPublish(b []byte, u *vu, c int, sent int64) (op byte, payload []byte)
+	// heartbeat is the user's keep-alive frame (text); nil when the server
+	// pings instead.
+	heartbeat(u *vu) []byte
+	// received handles one frame, read at time at: each message it carries
+	// arrives in r; reply is a text frame it asks for (a pong).
+	received(op byte, payload []byte, at time.Time, r *run) (reply []byte)
 }
 
 func supabaseWorkload(ctx context.Context, o options) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	tag := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
-	dial := func(ctx context.Context, i int) (vuConn, error) {
-		echo, shared := fmt.Sprintf("echo-%s-%d", tag, i), fmt.Sprintf("room-%s-%d", tag, i/groupSize)
-		if o.protocol == "centrifugo" {
-			return dialCentrifugo(ctx, o.addr, o.token, echo, shared)
-		}
-		// With several servers, the six of a shared channel are spread.
-		return dialPhoenix(ctx, o.addrs[i%len(o.addrs)], echo, shared)
+	var proto protocol = phoenix{}
+	if o.protocol == "centrifugo" {
+		proto = centrifugo{token: o.token}
 	}
 	recipients := func(i int) int64 { // of user i's shared channel
 		g := i / groupSize
 		return int64(min(groupSize, o.vus-g*groupSize))
 	}
 
-	conns := make([]vuConn, o.vus)
-	if err := dialAll(ctx, o.vus, func(ctx context.Context, i int) error {
-		c, err := dial(ctx, i)
-		conns[i] = c
-		return err
-	}); err != nil {
-		return err
-	}
+	vus := make([]vu, o.vus)
 	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.close()
+		for _, u := range vus {
+			if u.sock != nil && !u.sock.closed {
+				_ = syscall.Close(u.sock.fd)
 			}
 		}
 	}()
+	if err := dialAll(ctx, o.vus, func(ctx context.Context, i int) error {
+		deadline, _ := ctx.Deadline()
+		u := &vus[i]
+		u.channels = [2]string{fmt.Sprintf("echo-%s-%d", tag, i), fmt.Sprintf("room-%s-%d", tag, i/groupSize)}
+		// With several servers, the six of a shared channel are spread.
+		return proto.dial(o.addrs[i%len(o.addrs)], u, deadline)
+	}); err != nil {
+		return err
+	}
 
 	var r run
-	var wg sync.WaitGroup
-	for _, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				sent, ok, err := c.read(ctx)
-				if err != nil {
-					return
-				}
-				if ok {
-					r.arrived(sent, time.Now())
-				}
-			}
-		}()
+	var loop *eventLoop
+	loop, err := newEventLoop(func(s *rawSocket, op byte, payload []byte, at time.Time) {
+		if op == opPing {
+			loop.send(s, opPong, payload)
+			return
+		}
+		if reply := proto.received(op, payload, at, &r); reply != nil {
+			loop.send(s, opText, reply)
+		}
+	})
+	if err != nil {
+		return err
 	}
-	sending, stopSending := context.WithCancel(ctx)
-	var senders sync.WaitGroup
-	for i, c := range conns {
-		senders.Add(1)
-		go func() {
-			defer senders.Done()
-			// Two messages a second to each channel, at a random phase.
-			const every = 500 * time.Millisecond
-			due := time.Now().Add(time.Duration(rand.Int64N(int64(every))))
-			for n := 0; ; n++ {
-				if n%50 == 49 {
-					if c.heartbeat(sending) != nil {
-						return
-					}
-				}
-				t := time.NewTimer(time.Until(due))
-				select {
-				case <-sending.Done():
-					t.Stop()
-					return
-				case <-t.C:
-				}
-				for ch := range 2 {
-					now := time.Now()
-					sent := now.UnixNano()
-					if r.inWindow(sent) {
-						r.late.add(now.Sub(due))
-						if ch == 0 {
-							r.expected.Add(1)
-						} else {
-							r.expected.Add(recipients(i))
-						}
-					}
-					if err := c.send(sending, ch, sent); err != nil {
-						if sending.Err() == nil {
-							r.errors.Add(1)
-						}
-						return
-					}
-				}
-				due = due.Add(every)
-			}
-		}()
+	defer loop.stop()
+	for _, u := range vus {
+		if err := loop.add(u.sock); err != nil {
+			return err
+		}
 	}
 
-	time.Sleep(o.warmup)
-	m := startMeter(o.serverPID, 0)
-	r.from.Store(time.Now().UnixNano())
-	time.Sleep(o.duration)
-	r.to.Store(time.Now().UnixNano())
-	res := m.stop()
-	// Let the last messages of the window arrive.
-	time.Sleep(3 * time.Second)
-	stopSending()
-	senders.Wait()
-	cancel()
-	for _, c := range conns {
-		c.close()
+	// The wheel: slot k lists the sends due k ms into every period, as
+	// 2*user + channel.
+	slots := int(sendEvery / time.Millisecond)
+	wheel := make([][]int32, slots)
+	for i := range o.vus {
+		for c := range 2 {
+			k := rand.IntN(slots)
+			wheel[k] = append(wheel[k], int32(2*i+c))
+		}
 	}
-	wg.Wait()
+	var buf []byte
+	publish := func(e int32, due time.Time) {
+		i, c := int(e/2), int(e%2)
+		u := &vus[i]
+		now := time.Now()
+		sent := now.UnixNano()
+		if r.inWindow(sent) {
+			r.late.add(now.Sub(due))
+			if c == 0 {
+				r.expected.Add(1)
+			} else {
+				r.expected.Add(recipients(i))
+			}
+		}
+		op, payload := proto.appendPublish(buf[:0], u, c, sent)
+		buf = payload
+		loop.send(u.sock, op, payload)
+		if c == 0 {
+			if u.beats++; u.beats == heartbeatEvery {
+				u.beats = 0
+				if hb := proto.heartbeat(u); hb != nil {
+					loop.send(u.sock, opText, hb)
+				}
+			}
+		}
+	}
+
+	// One goroutine runs it all: sends as they fall due, reads in between.
+	start := time.Now()
+	measureFrom := start.Add(o.warmup)
+	measureTo := measureFrom.Add(o.duration)
+	stopAt := measureTo.Add(3 * time.Second) // the window's last deliveries arrive
+	var m *meter
+	var res meterResult
+	slotTime := func(k int) time.Time { return start.Add(time.Duration(k) * time.Millisecond) }
+	for next := 0; ; {
+		now := time.Now()
+		if m == nil && !now.Before(measureFrom) {
+			m = startMeter(o.serverPID, 0)
+			r.from.Store(now.UnixNano())
+		}
+		if m != nil && r.to.Load() == 0 && !now.Before(measureTo) {
+			r.to.Store(now.UnixNano())
+			res = m.stop()
+		}
+		if !now.Before(stopAt) {
+			break
+		}
+		for ; !slotTime(next).After(now); next++ {
+			for _, e := range wheel[next%slots] {
+				publish(e, slotTime(next))
+			}
+		}
+		// Wait for reads at most until the next slot (epoll counts in ms).
+		loop.poll(time.Until(slotTime(next)) + time.Millisecond - 1)
+	}
+	r.errors.Add(loop.sendErrors)
 
 	secs := o.duration.Seconds()
 	exp, got := r.expected.Load(), r.received.Load()
@@ -173,6 +200,8 @@ func supabaseWorkload(ctx context.Context, o options) error {
 	fmt.Printf("# %s vus=%d window=%s sent=%d/s expected=%d received=%d send-errors=%d late p99=%.1f ms server cpu=%.0f%% rss=%.1f MiB client cpu=%.0f%%\n",
 		o.protocol, o.vus, o.duration, r.late.count()/int64(secs), exp, got, r.errors.Load(), ms(r.late.pct(99)),
 		res.serverCPU*100, float64(res.serverRSS)/(1<<20), res.selfCPU*100)
+	fmt.Printf("# server system calls: %.0f reads/s, %.0f writes/s (%.2f writes per delivery)\n",
+		res.serverReads, res.serverWrites, res.serverWrites/max(float64(got)/secs, 1))
 	if cb := clientBound(res, r.late.pct(99)); cb != "" {
 		fmt.Println("# " + cb)
 	}
@@ -214,87 +243,83 @@ func dialAll(ctx context.Context, n int, dial func(context.Context, int) error) 
 	return first
 }
 
-// phoenixConn speaks Supabase Realtime's protocol, vsn 2.0.0, as
-// supabase-js does: binary kind 3 pushes, kind 4 broadcasts.
-type phoenixConn struct {
-	ws     *websocket.Conn
-	topics [2]string // realtime:<echo>, realtime:<shared>
-	ref    atomic.Int64
-}
+// phoenix speaks Supabase Realtime's protocol, vsn 2.0.0, as supabase-js
+// does: binary kind 3 pushes, kind 4 broadcasts.
+type phoenix struct{}
 
 func wsURL(addr string) string {
-	return fmt.Sprintf("ws://%s/realtime/v1/websocket?apikey=%s&vsn=2.0.0", addr, devAnonKey)
+	return "ws://" + addr + phoenixPath
 }
 
-func dialPhoenix(ctx context.Context, addr, echo, shared string) (*phoenixConn, error) {
-	ws, _, err := websocket.Dial(ctx, wsURL(addr), nil)
+const phoenixPath = "/realtime/v1/websocket?apikey=" + devAnonKey + "&vsn=2.0.0"
+
+func (phoenix) dial(addr string, u *vu, deadline time.Time) error {
+	s, err := dialRaw(addr, phoenixPath, deadline)
 	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
+		return err
 	}
-	ws.SetReadLimit(-1)
-	c := &phoenixConn{ws: ws, topics: [2]string{"realtime:" + echo, "realtime:" + shared}}
-	for i, topic := range c.topics {
-		join := `["` + strconv.Itoa(i+1) + `","` + strconv.Itoa(i+1) + `","` + topic + `","phx_join",{"config":{"broadcast":{"self":true,"ack":false},"presence":{"key":"","enabled":false},"postgres_changes":[],"private":false}}]`
-		if err := ws.Write(ctx, websocket.MessageText, []byte(join)); err != nil {
-			return nil, fmt.Errorf("join: %w", err)
-		}
+	u.sock = s
+	var joins []byte
+	for i, c := range u.channels {
+		u.channels[i] = "realtime:" + c
+		ref := strconv.Itoa(i + 1)
+		joins = s.appendFrame(joins, opText, []byte(`["`+ref+`","`+ref+`","`+u.channels[i]+
+			`","phx_join",{"config":{"broadcast":{"self":true,"ack":false},"presence":{"key":"","enabled":false},"postgres_changes":[],"private":false}}]`))
 	}
-	c.ref.Store(2)
+	if err := s.writeAll(joins); err != nil {
+		return fmt.Errorf("join: %w", err)
+	}
+	u.ref = 2
 	for ok := 0; ok < 2; {
-		_, data, err := ws.Read(ctx)
+		_, data, err := s.readFrame()
 		if err != nil {
-			return nil, fmt.Errorf("join reply: %w", err)
+			return fmt.Errorf("join reply: %w", err)
 		}
 		if bytes.Contains(data, []byte(`"phx_reply"`)) {
 			if !bytes.Contains(data, []byte(`"status":"ok"`)) {
-				return nil, fmt.Errorf("join refused: %s", data)
+				return fmt.Errorf("join refused: %s", data)
 			}
 			ok++
 		}
 	}
-	return c, nil
+	return nil
 }
 
-// send writes a kind 3 push: kind, join_ref/ref/topic/event lengths,
-// the encoding byte (1: JSON), then those strings and the payload.
-func (c *phoenixConn) send(ctx context.Context, ch int, sent int64) error {
-	joinRef := strconv.Itoa(ch + 1)
-	ref := strconv.FormatInt(c.ref.Add(1), 10)
-	topic := c.topics[ch]
-	b := make([]byte, 0, 64+len(topic))
-	b = append(b, 3, byte(len(joinRef)), byte(len(ref)), byte(len(topic)), 1, 0, 1)
-	b = append(b, joinRef...)
+// appendPublish makes a kind 3 push: kind, join_ref/ref/topic/event
+// lengths, the encoding byte (1: JSON), then those strings and the payload.
+func (phoenix) appendPublish(b []byte, u *vu, c int, sent int64) (byte, []byte) {
+	u.ref++
+	var refs [24]byte
+	joinRef := byte('1' + c)
+	ref := strconv.AppendInt(refs[:0], u.ref, 10)
+	topic := u.channels[c]
+	b = append(b, 3, 1, byte(len(ref)), byte(len(topic)), 1, 0, 1, joinRef)
 	b = append(b, ref...)
 	b = append(b, topic...)
 	b = append(b, 'm')
 	b = append(b, `{"t":`...)
 	b = strconv.AppendInt(b, sent, 10)
-	b = append(b, '}')
-	return c.ws.Write(ctx, websocket.MessageBinary, b)
+	return opBinary, append(b, '}')
 }
 
-func (c *phoenixConn) read(ctx context.Context) (int64, bool, error) {
-	typ, data, err := c.ws.Read(ctx)
-	if err != nil {
-		return 0, false, err
-	}
-	if typ != websocket.MessageBinary || len(data) < 5 || data[0] != 4 {
-		return 0, false, nil
-	}
-	off := 5 + int(data[1]) + int(data[2]) + int(data[3])
-	if off > len(data) {
-		return 0, false, nil
-	}
-	sent, ok := sendTime(data[off:])
-	return sent, ok, nil
+func (phoenix) heartbeat(u *vu) []byte {
+	u.ref++
+	return []byte(`[null,"` + strconv.FormatInt(u.ref, 10) + `","phoenix","heartbeat",{}]`)
 }
 
-func (c *phoenixConn) heartbeat(ctx context.Context) error {
-	ref := strconv.FormatInt(c.ref.Add(1), 10)
-	return c.ws.Write(ctx, websocket.MessageText, []byte(`[null,"`+ref+`","phoenix","heartbeat",{}]`))
+func (phoenix) received(op byte, p []byte, at time.Time, r *run) []byte {
+	if op != opBinary || len(p) < 5 || p[0] != 4 {
+		return nil // replies and heartbeats
+	}
+	off := 5 + int(p[1]) + int(p[2]) + int(p[3])
+	if off > len(p) {
+		return nil
+	}
+	if sent, ok := sendTime(p[off:]); ok {
+		r.arrived(sent, at)
+	}
+	return nil
 }
-
-func (c *phoenixConn) close() { _ = c.ws.CloseNow() }
 
 // sendTime reads "t":<unix ns> from a JSON payload.
 func sendTime(p []byte) (int64, bool) {
@@ -303,89 +328,82 @@ func sendTime(p []byte) (int64, bool) {
 		return 0, false
 	}
 	p = p[i+4:]
+	var n int64
 	j := 0
-	for j < len(p) && p[j] >= '0' && p[j] <= '9' {
-		j++
+	for ; j < len(p) && p[j] >= '0' && p[j] <= '9'; j++ {
+		n = n*10 + int64(p[j]-'0')
 	}
-	n, err := strconv.ParseInt(string(p[:j]), 10, 64)
-	return n, err == nil
+	return n, j > 0
 }
 
-// centrifugoConn speaks Centrifugo's JSON protocol (v2): one command per
-// line, replies and pushes one per line.
-type centrifugoConn struct {
-	ws       *websocket.Conn
-	channels [2]string
-	id       atomic.Int64
-	pending  [][]byte // lines of the last frame not yet returned
-}
+// centrifugo speaks Centrifugo's JSON protocol (v2): one command per line,
+// replies and pushes one per line, several to a frame.
+type centrifugo struct{ token string }
 
-func dialCentrifugo(ctx context.Context, addr, token, echo, shared string) (*centrifugoConn, error) {
-	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/connection/websocket", nil)
+func (c centrifugo) dial(addr string, u *vu, deadline time.Time) error {
+	s, err := dialRaw(addr, "/connection/websocket", deadline)
 	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
+		return err
 	}
-	ws.SetReadLimit(-1)
-	c := &centrifugoConn{ws: ws, channels: [2]string{echo, shared}}
-	cmds := `{"id":1,"connect":{"token":"` + token + `","name":"bench"}}` + "\n" +
-		`{"id":2,"subscribe":{"channel":"` + echo + `"}}` + "\n" +
-		`{"id":3,"subscribe":{"channel":"` + shared + `"}}`
-	if err := ws.Write(ctx, websocket.MessageText, []byte(cmds)); err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
+	u.sock = s
+	cmds := `{"id":1,"connect":{"token":"` + c.token + `","name":"bench"}}` + "\n" +
+		`{"id":2,"subscribe":{"channel":"` + u.channels[0] + `"}}` + "\n" +
+		`{"id":3,"subscribe":{"channel":"` + u.channels[1] + `"}}`
+	if err := s.writeAll(s.appendFrame(nil, opText, []byte(cmds))); err != nil {
+		return fmt.Errorf("connect: %w", err)
 	}
-	c.id.Store(3)
+	u.ref = 3
 	for ok := 0; ok < 3; {
-		_, data, err := ws.Read(ctx)
+		_, data, err := s.readFrame()
 		if err != nil {
-			return nil, fmt.Errorf("connect reply: %w", err)
+			return fmt.Errorf("connect reply: %w", err)
 		}
 		for _, line := range bytes.Split(data, []byte("\n")) {
 			if bytes.Contains(line, []byte(`"error"`)) {
-				return nil, fmt.Errorf("refused: %s", line)
+				return fmt.Errorf("refused: %s", line)
 			}
 			if bytes.HasPrefix(line, []byte(`{"id":`)) {
 				ok++
 			}
 		}
 	}
-	return c, nil
+	return nil
 }
 
-func (c *centrifugoConn) send(ctx context.Context, ch int, sent int64) error {
-	b := make([]byte, 0, 96)
+func (centrifugo) appendPublish(b []byte, u *vu, c int, sent int64) (byte, []byte) {
+	u.ref++
 	b = append(b, `{"id":`...)
-	b = strconv.AppendInt(b, c.id.Add(1), 10)
+	b = strconv.AppendInt(b, u.ref, 10)
 	b = append(b, `,"publish":{"channel":"`...)
-	b = append(b, c.channels[ch]...)
+	b = append(b, u.channels[c]...)
 	b = append(b, `","data":{"t":`...)
 	b = strconv.AppendInt(b, sent, 10)
-	b = append(b, `}}}`...)
-	return c.ws.Write(ctx, websocket.MessageText, b)
+	return opText, append(b, `}}}`...)
 }
 
-func (c *centrifugoConn) read(ctx context.Context) (int64, bool, error) {
-	for len(c.pending) == 0 {
-		_, data, err := c.ws.Read(ctx)
-		if err != nil {
-			return 0, false, err
+func (centrifugo) heartbeat(*vu) []byte { return nil } // the server pings
+
+var centrifugoPing = []byte("{}")
+
+func (centrifugo) received(op byte, p []byte, at time.Time, r *run) []byte {
+	if op != opText {
+		return nil
+	}
+	if bytes.Equal(bytes.TrimSpace(p), centrifugoPing) { // a ping, answered with a pong
+		return centrifugoPing
+	}
+	for len(p) > 0 {
+		line := p
+		if i := bytes.IndexByte(p, '\n'); i >= 0 {
+			line, p = p[:i], p[i+1:]
+		} else {
+			p = nil
 		}
-		if len(bytes.TrimSpace(data)) == 2 { // {}: a ping, answered with a pong
-			if err := c.ws.Write(ctx, websocket.MessageText, []byte("{}")); err != nil {
-				return 0, false, err
+		if bytes.Contains(line, []byte(`"pub"`)) {
+			if sent, ok := sendTime(line); ok {
+				r.arrived(sent, at)
 			}
-			continue
 		}
-		c.pending = bytes.Split(data, []byte("\n"))
 	}
-	line := c.pending[0]
-	c.pending = c.pending[1:]
-	if !bytes.Contains(line, []byte(`"pub"`)) {
-		return 0, false, nil
-	}
-	sent, ok := sendTime(line)
-	return sent, ok, nil
+	return nil
 }
-
-func (c *centrifugoConn) heartbeat(context.Context) error { return nil } // the server pings
-
-func (c *centrifugoConn) close() { _ = c.ws.CloseNow() }
