@@ -66,7 +66,7 @@ func TestLeaseOneHolderAndTakeover(t *testing.T) {
 
 	var terminated bool
 	if err := db.Pool.QueryRow(context.Background(),
-		`select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1`, leases[holder].Name).Scan(&terminated); err != nil || !terminated {
+		`select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1 and datname = current_database()`, leases[holder].Name).Scan(&terminated); err != nil || !terminated {
 		t.Fatalf("terminate the holder's session: %v %v", terminated, err)
 	}
 	other := 1 - holder

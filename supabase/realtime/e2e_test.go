@@ -19,6 +19,7 @@ import (
 var bothVsn = []string{"1.0.0", "2.0.0"}
 
 func TestHeartbeat(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	for _, vsn := range bothVsn {
 		t.Run(vsn, func(t *testing.T) {
@@ -36,6 +37,7 @@ func TestHeartbeat(t *testing.T) {
 }
 
 func TestJoinReplyEchoesPostgresChangesInOrder(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	c := ts.dial(t, config.DevAnonKey, "2.0.0")
 	bindings := []map[string]any{
@@ -80,6 +82,7 @@ func TestJoinReplyEchoesPostgresChangesInOrder(t *testing.T) {
 }
 
 func TestBroadcastSelfAckBothSerializers(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	const topic = "realtime:room1"
 	a := ts.dial(t, config.DevAnonKey, "2.0.0")
@@ -130,6 +133,7 @@ func TestBroadcastSelfAckBothSerializers(t *testing.T) {
 }
 
 func TestPresenceTrackUpdateUntrackAndDisconnect(t *testing.T) {
+	t.Parallel()
 	sink := newRecordingSink()
 	ts := startServer(t, nil, sink)
 	const topic = "realtime:room:r1"
@@ -196,6 +200,7 @@ func TestPresenceTrackUpdateUntrackAndDisconnect(t *testing.T) {
 }
 
 func TestPresenceLeaveOnPhxLeave(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	const topic = "realtime:lobby"
 	a := ts.dial(t, config.DevAnonKey, "2.0.0")
@@ -233,6 +238,7 @@ func TestPresenceLeaveOnPhxLeave(t *testing.T) {
 }
 
 func TestPrivateChannels(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	roomTok, err := ts.verifier.MintRoomToken("user-1", "r1")
 	if err != nil {
@@ -285,6 +291,7 @@ func TestPrivateChannels(t *testing.T) {
 }
 
 func TestUpgradeRefusesBadKeys(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	expired := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"role": "anon", "exp": time.Now().Add(-time.Hour).Unix()})
 	expiredTok, _ := expired.SignedString([]byte(config.DevJWTSecret))
@@ -325,6 +332,7 @@ func TestUpgradeRefusesBadKeys(t *testing.T) {
 }
 
 func TestUnmatchedTopicsStaleRefsAndLeave(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	c := ts.dial(t, config.DevAnonKey, "2.0.0")
 	ref := c.push("1", "realtime:nowhere", "broadcast", map[string]any{"type": "broadcast", "event": "e", "payload": map[string]any{}})
@@ -358,6 +366,7 @@ func TestUnmatchedTopicsStaleRefsAndLeave(t *testing.T) {
 }
 
 func TestLimits(t *testing.T) {
+	t.Parallel()
 	t.Run("channels per client", func(t *testing.T) {
 		ts := startServer(t, func(c *config.Config) { c.Realtime.MaxChannelsPerClient = 2 }, nil)
 		c := ts.dial(t, config.DevAnonKey, "2.0.0")
@@ -427,6 +436,7 @@ func TestLimits(t *testing.T) {
 }
 
 func TestAccessToken(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	c := ts.dial(t, config.DevAnonKey, "2.0.0")
 	jr, _ := c.join("realtime:a", joinOpts{})
@@ -446,6 +456,7 @@ func TestAccessToken(t *testing.T) {
 }
 
 func TestMalformedFramesCloseCleanly(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	frames := []struct {
 		vsn    string
@@ -478,6 +489,7 @@ func TestMalformedFramesCloseCleanly(t *testing.T) {
 }
 
 func TestRESTBroadcast(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	v2 := ts.dial(t, config.DevAnonKey, "2.0.0")
 	v1 := ts.dial(t, config.DevAnonKey, "1.0.0")
@@ -537,6 +549,7 @@ func TestRESTBroadcast(t *testing.T) {
 }
 
 func TestShutdownClosesSockets(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	c := ts.dial(t, config.DevAnonKey, "2.0.0")
 	c.join("realtime:a", joinOpts{})
@@ -581,6 +594,7 @@ func presenceMetas(t *testing.T, payload json.RawMessage, section, key string) [
 // socket's key. Member identity mode decides from it whether a track is
 // a member report.
 func TestPresenceSinkGetsTheChannelsToken(t *testing.T) {
+	t.Parallel()
 	sink := newRecordingSink()
 	ts := startServer(t, nil, sink)
 	memberToken, err := testVerifier().MintRoomToken("m1", "r1")

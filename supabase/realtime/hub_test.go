@@ -29,6 +29,7 @@ func drain(c *conn) []frame {
 }
 
 func TestHubPublishAndSelfExclusion(t *testing.T) {
+	t.Parallel()
 	s := New(Options{})
 	a := fakeChannel(s, V2, "room", false)
 	b := fakeChannel(s, V1, "room", false)
@@ -63,6 +64,7 @@ func TestHubPublishAndSelfExclusion(t *testing.T) {
 }
 
 func TestPresenceStateAndDiffs(t *testing.T) {
+	t.Parallel()
 	s := New(Options{})
 	a := fakeChannel(s, V2, "room", true)
 	a.presenceKey = "user-1"
@@ -109,6 +111,7 @@ func TestPresenceStateAndDiffs(t *testing.T) {
 }
 
 func TestPresenceRefsAreUnique(t *testing.T) {
+	t.Parallel()
 	seen := make(map[string]bool)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -131,6 +134,7 @@ func TestPresenceRefsAreUnique(t *testing.T) {
 }
 
 func TestRollingRate(t *testing.T) {
+	t.Parallel()
 	var r rollingRate
 	t0 := time.Unix(1_700_000_000, 0)
 	var avg float64
@@ -161,6 +165,7 @@ func TestRollingRate(t *testing.T) {
 // A client that stops reading is dropped once its queue overflows, while a
 // reading client on the same topic keeps getting every message promptly.
 func TestSlowConsumerIsDroppedOthersUnaffected(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, func(c *config.Config) { c.Realtime.SendQueueSize = 64 }, nil)
 	const topic = "realtime:busy"
 	fast := ts.dial(t, config.DevAnonKey, "2.0.0")

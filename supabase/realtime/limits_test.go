@@ -18,6 +18,7 @@ import (
 // socket.
 
 func TestTopicAndPresenceKeyLengthAreBounded(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	for _, vsn := range []string{"1.0.0", "2.0.0"} {
 		t.Run(vsn, func(t *testing.T) {
@@ -82,6 +83,7 @@ func (c *client) expectFatal(topic, message string) {
 }
 
 func TestPresencePerKeyIsBounded(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, func(c *config.Config) { c.Realtime.MaxPresenceKB = 4 }, nil)
 	c := ts.dial(t, config.DevPublishableKey, "2.0.0")
 	jr, _ := c.join("realtime:p", joinOpts{presenceKey: "a", presenceEnabled: true})
@@ -98,6 +100,7 @@ func TestPresencePerKeyIsBounded(t *testing.T) {
 // TestSocketStateIsBounded: channels and presences together may not pin
 // more than MaxSocketStateKB; leaving gives the room back.
 func TestSocketStateIsBounded(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, func(c *config.Config) {
 		c.Realtime.MaxSocketStateKB = 32
 		c.Realtime.MaxPresenceKB = 8
@@ -197,6 +200,7 @@ func heapInUse() uint64 {
 // the server echo large frames (a reply repeats the push's topic) is dropped
 // once its queue holds SendQueueKB, long before SendQueueSize frames.
 func TestSendQueueIsBoundedInBytes(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, func(c *config.Config) {
 		c.Realtime.SendQueueSize = 100_000
 		c.Realtime.SendQueueKB = 1024

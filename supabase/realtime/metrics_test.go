@@ -9,6 +9,7 @@ import (
 // Every frame is counted once in its direction, and the gauges follow
 // sockets and channels down to zero, whichever way they end.
 func TestMetricsFollowSocketsChannelsAndFrames(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	const topic = "realtime:room:abc"
 	a := ts.dial(t, config.DevAnonKey, "2.0.0")

@@ -119,6 +119,7 @@ func pgError(sub, message string) string {
 }
 
 func TestSubscribedToPostgreSQL(t *testing.T) {
+	t.Parallel()
 	ps := startPGServer(t, nil)
 	for _, vsn := range bothVsn {
 		t.Run(vsn, func(t *testing.T) {
@@ -142,6 +143,7 @@ func TestSubscribedToPostgreSQL(t *testing.T) {
 }
 
 func TestPostgresChangesErrorsLeaveTheChannelOpen(t *testing.T) {
+	t.Parallel()
 	ps := startPGServer(t, nil)
 	c := ps.dial(t, config.DevAnonKey, "2.0.0")
 	rooms := map[string]any{"event": "*", "schema": "public", "table": "rooms"}
@@ -192,6 +194,7 @@ func TestPostgresChangesErrorsLeaveTheChannelOpen(t *testing.T) {
 }
 
 func TestAccessTokenResubscribesWithTheNewClaims(t *testing.T) {
+	t.Parallel()
 	ps := startPGServer(t, nil)
 	room := ps.newRoom(t, "private", false)
 	// A realtime_token reads a private room while its holder is a member.
@@ -227,6 +230,7 @@ func TestAccessTokenResubscribesWithTheNewClaims(t *testing.T) {
 }
 
 func TestAccessTokenRepeatsARefusal(t *testing.T) {
+	t.Parallel()
 	ps := startPGServer(t, nil)
 	c := ps.dial(t, config.DevAnonKey, "2.0.0")
 	jr, _ := c.join("realtime:a", joinOpts{postgresChanges: []map[string]any{{"event": "*", "schema": "public", "table": "nope"}}})
@@ -238,6 +242,7 @@ func TestAccessTokenRepeatsARefusal(t *testing.T) {
 }
 
 func TestReplicationReady(t *testing.T) {
+	t.Parallel()
 	ps := startPGServer(t, nil)
 	for _, vsn := range bothVsn {
 		t.Run(vsn, func(t *testing.T) {
@@ -268,6 +273,7 @@ func (v *stubValidator) Validate(ctx context.Context, role string, subs []postgr
 }
 
 func TestDatabaseFailuresAreRetried(t *testing.T) {
+	t.Parallel()
 	v := &stubValidator{}
 	v.failures.Store(2)
 	ts := startServerWith(t, nil, Options{Subscriptions: v}, func(s *Server) { s.limits.subscribeRetry = 10 * time.Millisecond })
@@ -282,6 +288,7 @@ func TestDatabaseFailuresAreRetried(t *testing.T) {
 }
 
 func TestReplicationStates(t *testing.T) {
+	t.Parallel()
 	var state atomic.Pointer[ReplicationState]
 	state.Store(&ReplicationState{})
 	v := &stubValidator{}
@@ -321,6 +328,7 @@ func TestReplicationStates(t *testing.T) {
 }
 
 func TestLeavingStopsTheSubscriptionCheck(t *testing.T) {
+	t.Parallel()
 	var state atomic.Pointer[ReplicationState]
 	state.Store(&ReplicationState{})
 	v := &stubValidator{}

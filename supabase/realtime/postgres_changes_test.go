@@ -13,6 +13,7 @@ import (
 // Targets answers with the channels bound to the table, directly or by a
 // wildcard, and follows joins and leaves although it caches its answers.
 func TestTargetsByTable(t *testing.T) {
+	t.Parallel()
 	s := New(Options{})
 	join := func(params ...map[string]any) *channel {
 		ch := fakeChannel(s, V2, "room:t", false)
@@ -62,6 +63,7 @@ func TestTargetsByTable(t *testing.T) {
 // One shared payload reaches channels of different topics and serializers
 // each in their own frame.
 func TestDeliverPostgresChangesSharedPayload(t *testing.T) {
+	t.Parallel()
 	s := New(Options{})
 	a := fakeChannel(s, V2, "room:a", false)
 	b := fakeChannel(s, V1, "room:a", false)
@@ -106,6 +108,7 @@ func BenchmarkDeliverPostgresChanges(b *testing.B) {
 // TestReplicationGapReachesEveryChannel: when the replication feed could
 // not resume, every channel gets a system message and stays joined.
 func TestReplicationGapReachesEveryChannel(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, nil, nil)
 	a := ts.dial(t, config.DevAnonKey, "1.0.0")
 	b := ts.dial(t, config.DevAnonKey, "2.0.0")

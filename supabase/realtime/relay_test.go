@@ -80,6 +80,7 @@ func (c *client) track(joinRef, topic string, meta map[string]any) {
 }
 
 func TestClusterBroadcastCrossesNodes(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	a := startNode(t, db, "a", nil)
 	b := startNode(t, db, "b", nil)
@@ -187,6 +188,7 @@ func TestClusterBroadcastCrossesNodes(t *testing.T) {
 }
 
 func TestClusterPresence(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	a := startNode(t, db, "a", nil)
 	b := startNode(t, db, "b", nil)
@@ -257,6 +259,7 @@ func TestClusterPresence(t *testing.T) {
 }
 
 func TestClusterNodeWithoutGoodbyeExpires(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	a := startNode(t, db, "a", nil)
 	b := startNode(t, db, "b", nil)
@@ -279,6 +282,7 @@ func TestClusterNodeWithoutGoodbyeExpires(t *testing.T) {
 }
 
 func TestClusterGoodbyeDropsPresencesAtOnce(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	a := startNode(t, db, "a", nil)
 	// With a minute's timeout, only the goodbye explains a prompt leave.
@@ -306,6 +310,7 @@ func TestClusterGoodbyeDropsPresencesAtOnce(t *testing.T) {
 }
 
 func TestClusterLateNodeGetsExistingPresences(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	a := startNode(t, db, "a", nil)
 	const topic = "realtime:room:r1"
@@ -343,6 +348,7 @@ func TestClusterLateNodeGetsExistingPresences(t *testing.T) {
 }
 
 func TestClusterResyncAfterListenConnectionIsKilled(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	a := startNode(t, db, "a", nil)
 	b := startNode(t, db, "b", nil)
@@ -369,7 +375,7 @@ func TestClusterResyncAfterListenConnectionIsKilled(t *testing.T) {
 		}
 	}
 	exec(`alter database ` + db.Name + ` allow_connections false`)
-	exec(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'animesync cluster b'`)
+	exec(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'animesync cluster b' and datname = '` + db.Name + `'`)
 	waitFor(t, func() bool { return !b.cluster.bus.IsListening() })
 	ca.track(aj, topic, map[string]any{"n": 1})
 	cb.expectNothing(300 * time.Millisecond)
@@ -419,6 +425,7 @@ func (in *inbox) has(s string) bool {
 // for its snapshot and hold its deltas until it comes; its silence makes
 // its presences leave.
 func TestClusterSequenceGapAsksForASnapshot(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	b := startNode(t, db, "b", nil)
 	const topic = "realtime:room:g"
@@ -511,6 +518,7 @@ func (w *relayWatch) count() (broadcasts, deltas int) {
 // node is there, both flow again, and the newcomer gets the presences that
 // were never published through a snapshot.
 func TestClusterNodeAlonePublishesNothingAPeerWouldNeed(t *testing.T) {
+	t.Parallel()
 	db := dbtest.New(t)
 	w := watchRelay(t, db)
 	a := startNode(t, db, "a", nil)

@@ -144,7 +144,7 @@ func TestBusReconnectsAfterTheListenerIsKilled(t *testing.T) {
 	_, rb := startBus(t, db, "nodeb")
 	var killed int
 	if err := db.Pool.QueryRow(context.Background(),
-		`select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'animesync cluster nodeb'`).Scan(&killed); err != nil {
+		`select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'animesync cluster nodeb' and datname = current_database()`).Scan(&killed); err != nil {
 		t.Fatal(err)
 	}
 	if killed != 1 {
