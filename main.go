@@ -82,6 +82,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	case "healthcheck":
 		return healthcheck(ctx, rest, out)
 	case "version", "--version", "-v":
+		if err := parseFlags(flag.NewFlagSet("version", flag.ContinueOnError), rest); err != nil {
+			return err
+		}
 		fmt.Fprintln(out, "animesync", version.Version)
 		return nil
 	case "help", "--help", "-h":

@@ -129,6 +129,8 @@ func TestUnknownFlagsArgumentsAndFormatsAreUsageErrors(t *testing.T) {
 		{"healthcheck", "--verbose"},
 		{"db", "push", "--force"},
 		{"serve", "--pprof-addr", "0.0.0.0:6060"},
+		{"version", "--json"},
+		{"version", "now"},
 	} {
 		err := run(context.Background(), args, &bytes.Buffer{})
 		if _, ok := err.(usageError); !ok {
