@@ -605,6 +605,9 @@ func TestPresenceSinkGetsTheChannelsToken(t *testing.T) {
 	aj, _ := a.join("realtime:room:r1", joinOpts{presenceKey: "tab-a", presenceEnabled: true, accessToken: memberToken})
 	a.expect("presence_state")
 	a.push(aj, "realtime:room:r1", "presence", map[string]any{"type": "presence", "event": "track", "payload": map[string]any{"user_id": "m1"}})
+	// Two sockets are read concurrently: tab-a's track reaches the sink
+	// before tab-b's only if tab-b tracks after it did.
+	sink.waitFor(t, "track room:r1 tab-a")
 	b := ts.dial(t, config.DevAnonKey, "2.0.0")
 	bj, _ := b.join("realtime:room:r1", joinOpts{presenceKey: "tab-b", presenceEnabled: true})
 	b.expect("presence_state")
