@@ -184,11 +184,13 @@ func watchParty(ctx context.Context, o options) error {
 
 	time.Sleep(o.warmup)
 	db0, dbErr := dbCounters(ctx, o.dbURL)
+	relay0 := relayCounters(o.addrs)
 	meter := startMeter(o.serverPID, o.pgPID)
 	window.from.Store(time.Now().UnixNano())
 	time.Sleep(o.duration)
 	window.to.Store(time.Now().UnixNano())
 	res := meter.stop()
+	relay1 := relayCounters(o.addrs)
 	db1, dbErr2 := dbCounters(ctx, o.dbURL)
 	time.Sleep(3 * time.Second) // the window's last deliveries
 	stop()
@@ -231,6 +233,9 @@ func watchParty(ctx context.Context, o options) error {
 		viewers, nrooms, o.roomSize, o.duration, actions.Load(), ms(changes.pct(50)), ms(changes.pct(99)), delivered(&changes),
 		ms(syncs.pct(50)), ms(syncs.pct(99)), delivered(&syncs), presence.count(), ms(presence.pct(50)), ms(presence.pct(99)),
 		commits, rows, window.errors.Load(), ms(late.pct(99)), res.serverCPU*100, float64(res.serverRSS)/(1<<20), res.pgCPU*100, res.selfCPU*100)
+	if l := relayLine(relay0, relay1, secs); l != "" {
+		fmt.Println(l)
+	}
 	if cb := clientBound(res, late.pct(99)); cb != "" {
 		fmt.Println("# " + cb)
 	}

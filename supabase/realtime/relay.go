@@ -335,6 +335,12 @@ type ClusterStatus struct {
 	// (presence repairs itself with a snapshot, broadcasts are lost).
 	Skipped int64 `json:"skipped"`
 	Dropped int64 `json:"dropped"`
+	// Published and Received count relay messages (broadcasts, presence
+	// changes, heartbeats) this node sent and took from its peers;
+	// Notifications the pg_notify calls that carried what it sent.
+	Published     int64  `json:"published"`
+	Received      int64  `json:"received"`
+	Notifications uint64 `json:"notifications"`
 }
 
 // ClusterStatus reports the relay, or nil when the cluster is off.
@@ -346,7 +352,8 @@ func (s *Server) ClusterStatus() *ClusterStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := &ClusterStatus{Node: r.node, Listening: r.bus.IsListening(), Peers: len(r.peers),
-		Skipped: r.skipped.Load(), Dropped: r.bus.Dropped()}
+		Skipped: r.skipped.Load(), Dropped: r.bus.Dropped(),
+		Published: r.bus.Published(), Received: r.bus.Received(), Notifications: r.bus.Sent()}
 	for _, p := range r.peers {
 		st.RemotePresences += len(p.entries)
 	}

@@ -551,4 +551,10 @@ func TestClusterNodeAlonePublishesNothingAPeerWouldNeed(t *testing.T) {
 	}
 	// The watcher's connection hears it in its own time.
 	waitFor(t, func() bool { b, _ := w.count(); return b == 1 })
+	// /health counts what crossed: a's messages (the broadcast, heartbeats,
+	// its snapshot) reached b, in at least one notification.
+	sa, sb := a.ClusterStatus(), b.ClusterStatus()
+	if sa.Published < 2 || sa.Notifications == 0 || sb.Received < 2 {
+		t.Fatalf("counters: a %+v, b %+v", sa, sb)
+	}
 }

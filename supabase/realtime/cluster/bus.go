@@ -82,6 +82,8 @@ type Bus struct {
 
 	queue     chan Message
 	dropped   atomic.Int64
+	published atomic.Int64  // messages this node sent
+	received  atomic.Int64  // messages of other nodes handed to the Handler
 	counter   atomic.Uint64 // notifications this node sent
 	rows      atomic.Uint64 // relay rows this node wrote
 	listening atomic.Bool
@@ -152,6 +154,13 @@ func (b *Bus) Dropped() int64 { return b.dropped.Load() }
 
 // Sent is how many notifications this node has sent.
 func (b *Bus) Sent() uint64 { return b.counter.Load() }
+
+// Published is how many messages this node has sent (several share a
+// notification), Received how many of the other nodes' it has handed on.
+func (b *Bus) Published() int64 { return b.published.Load() }
+
+// Received: see Published.
+func (b *Bus) Received() int64 { return b.received.Load() }
 
 // Publish queues m for the other nodes. It never blocks: when the queue is
 // full (the database is slow or away), m is dropped, counted (Dropped) and
@@ -253,6 +262,7 @@ func (b *Bus) send(ctx context.Context, batch []Message) error {
 	if err := b.pool.SendBatch(ctx, &pb).Close(); err != nil {
 		return fmt.Errorf("publish %d messages: %w", len(batch), err)
 	}
+	b.published.Add(int64(len(batch)))
 	b.echoMu.Lock()
 	b.sent = b.counter.Load()
 	b.echoMu.Unlock()
@@ -395,6 +405,7 @@ func (b *Bus) receive(ctx context.Context, h Handler, payload string) {
 			b.log.Warn("cluster: message lost", "from", from, "error", err)
 			continue
 		}
+		b.received.Add(1)
 		h.Receive(from, msg)
 	}
 }
