@@ -91,10 +91,14 @@ func (c *conn) broadcast(ch *channel, m Message) {
 	if !ch.self {
 		except = ch
 	}
+	key := ""
 	if ch.t != nil {
 		ch.t.deliver(out, except, false)
+		key = ch.t.key
+	} else {
+		key = topicKey(ch.private, ch.sub)
 	}
-	c.srv.relayBroadcast(ch.private, out)
+	c.srv.relayBroadcast(key, ch.private, out)
 	if ch.ack {
 		c.sendText(m.JoinRef, m.Ref, m.Topic, "phx_reply", replyOK)
 	}

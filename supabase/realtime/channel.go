@@ -163,6 +163,9 @@ func (c *conn) join(m Message) {
 	c.noChannelFrom = time.Time{}
 	c.srv.channelCount.Add(1)
 	c.srv.metrics.RealtimeChannelJoined()
+	// The peers learn that this node reads the topic before the reply goes
+	// out (relay_interest.go).
+	c.srv.cluster.want(topicKey(ch.private, ch.sub))
 	c.srv.hub.subscribe(ch, encodeText(c.vsn, m.JoinRef, m.Ref, m.Topic, "phx_reply", resp))
 	c.subscribePostgresChanges(ch)
 	if jp.replicationReady {
@@ -261,6 +264,7 @@ func (c *conn) dropChannel(ch *channel) {
 		return
 	}
 	c.srv.hub.unsubscribe(ch)
+	c.srv.cluster.unwant(topicKey(ch.private, ch.sub))
 	c.srv.untrackPostgresChanges(ch)
 	if ch.cancel != nil {
 		ch.cancel()

@@ -37,13 +37,27 @@ type clusterRelay struct {
 	peerTimeout time.Duration // a peer silent this long is gone
 	resyncAfter time.Duration // an unanswered sync request is repeated after this
 
-	// outMu orders this node's presence changes: their sequence numbers,
-	// the owned set a snapshot is made of, and their place in the bus's
-	// queue. It is taken under topic locks and takes none itself.
+	// outMu orders this node's presence and interest changes: their
+	// sequence numbers, the owned presences and topics a snapshot is made
+	// of, and their place in the bus's queue. It is taken under topic locks
+	// and takes none itself but pendMu.
 	outMu   sync.Mutex
 	seq     uint64
-	owned   map[string]ownedPresence // by phx_ref
-	leaving bool                     // goodbye sent: changes are no longer published
+	owned   map[string]ownedPresence  // by phx_ref
+	local   map[string]*localInterest // topics this node has channels on, by key
+	leaving bool                      // goodbye sent: changes are no longer published
+
+	// pending are this node's topic announcements not yet acknowledged by
+	// every peer; their joins wait (relay_interest.go).
+	pendMu  sync.Mutex
+	pending []*localInterest
+	// imu guards the peers' interest as the broadcast path reads it:
+	// wanted counts the peers with channels on a topic, unsure the peers
+	// whose state is being resynchronised (then everything is relayed).
+	imu              sync.RWMutex
+	wanted           map[string]int
+	unsure           int
+	interestTimeouts atomic.Int64
 
 	// mu guards the replica of the peers; the bus's goroutine holds it
 	// while it applies a message, the heartbeat loop while it expires.
@@ -76,6 +90,8 @@ func newClusterRelay(s *Server, bus *cluster.Bus) *clusterRelay {
 		peerTimeout: clusterPeerTimeout,
 		resyncAfter: clusterResyncAfter,
 		owned:       make(map[string]ownedPresence),
+		local:       make(map[string]*localInterest),
+		wanted:      make(map[string]int),
 		peers:       make(map[string]*peer),
 		ready:       make(chan struct{}),
 	}
@@ -148,6 +164,9 @@ const (
 	msgSyncAsk   byte = 'q'
 	msgSnapshot  byte = 's' // all presences of the sender
 	msgGoodbye   byte = 'g'
+	// relay_interest.go
+	msgInterest    byte = 'i' // this node's first channel joined a topic, or its last left
+	msgInterestAck byte = 'k'
 )
 
 // broadcastHeader describes a relayed broadcast. The body is the
@@ -183,15 +202,16 @@ func (m relayedBroadcast) Encode() []byte {
 	return append(b, body...)
 }
 
-// relayBroadcast sends a client's broadcast (socket or REST) to the other
-// nodes, if there are any. Database broadcasts never come here: every node
+// relayBroadcast sends a client's broadcast (socket or REST) on the topic
+// of key to the other nodes, if one of them has a channel on that topic
+// (relay_interest.go). Database broadcasts never come here: every node
 // reads them from its own replication stream.
-func (s *Server) relayBroadcast(private bool, out *outbound) {
+func (s *Server) relayBroadcast(key string, private bool, out *outbound) {
 	r := s.cluster
 	if r == nil {
 		return
 	}
-	if !r.hasPeers() {
+	if !r.hasPeers() || !r.peerWants(key) {
 		r.skipped.Add(1)
 		return
 	}
@@ -259,7 +279,8 @@ func (r *clusterRelay) Listening() {
 	for _, p := range r.peers {
 		// Silence while we were deaf says nothing about the peer.
 		p.lastSeen = now
-		p.syncing, p.askedAt = true, now
+		r.setSyncing(p, true)
+		p.askedAt = now
 	}
 	r.bus.Publish(jsonMsg{msgSyncAsk, syncAsk{}})
 }
@@ -331,10 +352,14 @@ type ClusterStatus struct {
 	// holds a replica of.
 	RemotePresences int `json:"remote_presences"`
 	// Skipped counts broadcasts and presence changes not published because
-	// no other node was there; Dropped those lost to a full relay queue
+	// no other node needed them (none there, or, for a broadcast, none with
+	// a channel on its topic); Dropped those lost to a full relay queue
 	// (presence repairs itself with a snapshot, broadcasts are lost).
 	Skipped int64 `json:"skipped"`
 	Dropped int64 `json:"dropped"`
+	// InterestTimeouts counts joins that stopped waiting for a peer to
+	// acknowledge their topic (relay_interest.go).
+	InterestTimeouts int64 `json:"interest_timeouts"`
 	// Published and Received count relay messages (broadcasts, presence
 	// changes, heartbeats) this node sent and took from its peers;
 	// Notifications the pg_notify calls that carried what it sent.
@@ -352,7 +377,7 @@ func (s *Server) ClusterStatus() *ClusterStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := &ClusterStatus{Node: r.node, Listening: r.bus.IsListening(), Peers: len(r.peers),
-		Skipped: r.skipped.Load(), Dropped: r.bus.Dropped(),
+		Skipped: r.skipped.Load(), Dropped: r.bus.Dropped(), InterestTimeouts: r.interestTimeouts.Load(),
 		Published: r.bus.Published(), Received: r.bus.Received(), Notifications: r.bus.Sent()}
 	for _, p := range r.peers {
 		st.RemotePresences += len(p.entries)

@@ -30,6 +30,8 @@ type peer struct {
 	syncing  bool // a snapshot was asked for; deltas wait for it
 	askedAt  time.Time
 	entries  map[string]string // phx_ref → topic key of its presences held here
+	interest map[string]bool   // topic keys it has channels on
+	acked    uint64            // this node's announcements it has acknowledged
 	// answered: a snapshot came from it, so it has heard this node's
 	// start (which asked everyone for one) and relays to it.
 	answered bool
@@ -59,6 +61,7 @@ type syncAsk struct {
 type snapshot struct {
 	Seq       uint64             `json:"s"`
 	Presences []snapshotPresence `json:"ps"`
+	Topics    []string           `json:"ts,omitempty"` // interest: the topic keys it has channels on
 }
 
 type snapshotPresence struct {
@@ -116,7 +119,7 @@ func (r *clusterRelay) sendSnapshot() {
 	if r.leaving {
 		return
 	}
-	s := snapshot{Seq: r.seq, Presences: make([]snapshotPresence, 0, len(r.owned))}
+	s := snapshot{Seq: r.seq, Presences: make([]snapshotPresence, 0, len(r.owned)), Topics: r.localTopicsLocked()}
 	for ref, o := range r.owned {
 		s.Presences = append(s.Presences, snapshotPresence{Topic: o.sub, Private: o.private, Key: o.key, Ref: ref, Meta: o.canon})
 	}
@@ -134,7 +137,7 @@ func (r *clusterRelay) receivePresence(from string, kind byte, body []byte) {
 		if kind == msgGoodbye {
 			return
 		}
-		p = &peer{entries: make(map[string]string)}
+		p = &peer{entries: make(map[string]string), interest: make(map[string]bool)}
 		r.peers[from] = p
 		r.peerCount.Store(int64(len(r.peers)))
 		r.log.Info("realtime: cluster peer joined", "peer", from)
@@ -168,6 +171,10 @@ func (r *clusterRelay) receivePresence(from string, kind byte, body []byte) {
 		default:
 			r.resync(from, p, now)
 		}
+	case msgInterest, msgInterestAck:
+		if err := r.receiveInterest(from, p, kind, body, now); err != nil {
+			bad(err)
+		}
 	case msgSyncAsk:
 		var q syncAsk
 		if err := json.Unmarshal(body, &q); err != nil {
@@ -185,9 +192,12 @@ func (r *clusterRelay) receivePresence(from string, kind byte, body []byte) {
 		}
 		if p.syncing || s.Seq > p.applied {
 			r.replace(p, s)
-			p.applied, p.syncing = s.Seq, false
+			r.replaceInterest(p, s.Topics)
+			p.applied = s.Seq
+			r.setSyncing(p, false)
 		}
 		p.answered = true
+		r.acknowledge(from, p.applied)
 	case msgGoodbye:
 		r.dropPeer(from, p, "left")
 	}
@@ -198,7 +208,8 @@ func (r *clusterRelay) resync(from string, p *peer, now time.Time) {
 	if p.syncing && now.Sub(p.askedAt) < r.resyncAfter {
 		return
 	}
-	p.syncing, p.askedAt = true, now
+	r.setSyncing(p, true)
+	p.askedAt = now
 	r.bus.Publish(jsonMsg{msgSyncAsk, syncAsk{To: from}})
 }
 
@@ -266,8 +277,10 @@ func (r *clusterRelay) dropPeer(id string, p *peer, why string) {
 		changes = append(changes, leaveChange(key, ref))
 	}
 	r.apply(p, changes)
+	r.forgetInterest(p)
 	delete(r.peers, id)
 	r.peerCount.Store(int64(len(r.peers)))
+	r.releaseAcknowledged()
 	r.log.Info("realtime: cluster peer gone", "peer", id, "reason", why, "presences", len(changes))
 }
 

@@ -558,3 +558,99 @@ func TestClusterNodeAlonePublishesNothingAPeerWouldNeed(t *testing.T) {
 		t.Fatalf("counters: a %+v, b %+v", sa, sb)
 	}
 }
+
+// A node relays a broadcast only when a peer has a channel on its topic:
+// a topic read on one node alone costs the database nothing, and a topic
+// the peer leaves stops being relayed.
+func TestClusterRelaysOnlyTopicsAPeerReads(t *testing.T) {
+	db := dbtest.New(t)
+	w := watchRelay(t, db)
+	a := startNode(t, db, "a", nil)
+	b := startNode(t, db, "b", nil)
+	waitFor(t, func() bool { return a.ClusterStatus().Peers == 1 && b.ClusterStatus().Peers == 1 })
+	ca := a.dial(t, config.DevAnonKey, "2.0.0")
+	cb := b.dial(t, config.DevAnonKey, "2.0.0")
+
+	const echo, shared = "realtime:echo-a", "realtime:shared"
+	ej, _ := ca.join(echo, joinOpts{self: true})
+	const sends = 20
+	for i := range sends {
+		ca.pushBinary(ej, echo, "tick", []byte(fmt.Sprintf(`{"i":%d}`, i)), false)
+		ca.expect("kind4")
+	}
+
+	bj, _ := cb.join(shared, joinOpts{})
+	sj, _ := ca.join(shared, joinOpts{})
+	ca.pushBinary(sj, shared, "tick", []byte(`{"i":"shared"}`), false)
+	if f := cb.expect("kind4"); string(f.Kind4.Payload) != `{"i":"shared"}` {
+		t.Fatalf("b got %s", f)
+	}
+	waitFor(t, func() bool { n, _ := w.count(); return n == 1 })
+
+	// b's only channel on the topic leaves: a stops relaying it.
+	cb.leave(bj, shared)
+	waitFor(t, func() bool { return !a.cluster.peerWants(topicKey(false, "shared")) })
+	ca.pushBinary(sj, shared, "tick", []byte(`{"i":"unread"}`), false)
+	time.Sleep(200 * time.Millisecond) // what the watcher would have heard by now
+	if n, _ := w.count(); n != 1 {
+		t.Fatalf("the watcher heard %d broadcasts, want only the one b read", n)
+	}
+	if st := a.ClusterStatus(); st.Skipped != sends+1 || st.Dropped != 0 || st.InterestTimeouts != 0 {
+		t.Fatalf("a: %+v, want %d skipped, none dropped, no join that waited in vain", st, sends+1)
+	}
+}
+
+// A join's reply means every peer relays the topic to this node: a
+// broadcast sent on another node right after the reply arrives, for a
+// topic the joiner's node had no channel on (so its peers had not been
+// relaying it).
+func TestClusterBroadcastRightAfterJoinReplyArrives(t *testing.T) {
+	db := dbtest.New(t)
+	a := startNode(t, db, "a", nil)
+	b := startNode(t, db, "b", nil)
+	waitFor(t, func() bool { return a.ClusterStatus().Peers == 1 && b.ClusterStatus().Peers == 1 })
+	ca := a.dial(t, config.DevAnonKey, "2.0.0")
+	cb := b.dial(t, config.DevAnonKey, "2.0.0")
+	for i := range 30 {
+		topic := fmt.Sprintf("realtime:fresh-%d", i)
+		aj, _ := ca.join(topic, joinOpts{})
+		cb.join(topic, joinOpts{}) // returns once the reply is read
+		payload := fmt.Sprintf(`{"i":%d}`, i)
+		ca.pushBinary(aj, topic, "tick", []byte(payload), false)
+		if f := cb.expect("kind4"); f.Topic != topic || string(f.Kind4.Payload) != payload {
+			t.Fatalf("join %d: b got %s", i, f)
+		}
+		// Leaving makes the next round's topic new to both nodes again.
+		ca.leave(aj, topic)
+	}
+	if st := b.ClusterStatus(); st.InterestTimeouts != 0 {
+		t.Fatalf("b: %d joins stopped waiting for a", st.InterestTimeouts)
+	}
+}
+
+// leave sends phx_leave and reads its reply and phx_close, in either order.
+func (c *client) leave(joinRef, topic string) {
+	c.t.Helper()
+	ref := c.push(joinRef, topic, "phx_leave", map[string]any{})
+	var sawReply, sawClose bool
+	for !sawReply || !sawClose {
+		f := c.expectAny()
+		switch {
+		case f.Event == "phx_reply" && f.Ref == ref:
+			sawReply = true
+		case f.Event == "phx_close" && f.Topic == topic:
+			sawClose = true
+		default:
+			c.t.Fatalf("leaving %s: got %s", topic, f)
+		}
+	}
+}
+
+func (c *client) expectAny() srvFrame {
+	c.t.Helper()
+	f, err := c.read(5 * time.Second)
+	if err != nil {
+		c.t.Fatalf("waiting for a frame: %v", err)
+	}
+	return f
+}

@@ -111,8 +111,9 @@ func (s *Server) batchBroadcast(c echo.Context) error {
 			meta, _ = json.Marshal(map[string]string{"id": m.ID})
 		}
 		out := newTextOutbound(topicPrefix+m.Topic, "broadcast", broadcastJSON(m.Event, m.Payload, meta))
-		s.hub.publish(topicKey(m.Private, m.Topic), out, nil)
-		s.relayBroadcast(m.Private, out)
+		key := topicKey(m.Private, m.Topic)
+		s.hub.publish(key, out, nil)
+		s.relayBroadcast(key, m.Private, out)
 	}
 	return c.NoContent(http.StatusAccepted)
 }
@@ -160,7 +161,8 @@ func (s *Server) singleBroadcast(c echo.Context) error {
 		}
 	}
 	out := newUserBroadcast(topicPrefix+topic, &UserBroadcast{Event: event, Payload: body, Binary: binary})
-	s.hub.publish(topicKey(private, topic), out, nil)
-	s.relayBroadcast(private, out)
+	key := topicKey(private, topic)
+	s.hub.publish(key, out, nil)
+	s.relayBroadcast(key, private, out)
 	return c.NoContent(http.StatusAccepted)
 }
