@@ -1,11 +1,43 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
+
+// windowResult is what the servers and the database did in the measured
+// window.
+type windowResult struct {
+	meterResult
+	commits, rows float64 // per second; -1 when not read
+	relay         string  // relayLine
+}
+
+// measureWindow waits out the warm-up, then marks the window [from, to)
+// (unix nanoseconds) for o.duration while metering the servers, the
+// database and the relay.
+func measureWindow(ctx context.Context, o options, from, to *atomic.Int64) windowResult {
+	time.Sleep(o.warmup)
+	db0, dbErr := dbCounters(ctx, o.dbURL)
+	relay0 := relayCounters(o.addrs)
+	m := startMeter(o.serverPID, o.pgPID)
+	from.Store(time.Now().UnixNano())
+	time.Sleep(o.duration)
+	to.Store(time.Now().UnixNano())
+	w := windowResult{meterResult: m.stop(), commits: -1, rows: -1}
+	relay1 := relayCounters(o.addrs)
+	db1, dbErr2 := dbCounters(ctx, o.dbURL)
+	secs := o.duration.Seconds()
+	if o.dbURL != "" && dbErr == nil && dbErr2 == nil {
+		w.commits, w.rows = float64(db1.commits-db0.commits)/secs, float64(db1.rows-db0.rows)/secs
+	}
+	w.relay = relayLine(relay0, relay1, secs)
+	return w
+}
 
 // relayStats sums the cluster relay's counters of every server (/health's
 // realtime.cluster): what the relay carried during a window.

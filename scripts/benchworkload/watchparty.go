@@ -182,16 +182,7 @@ func watchParty(ctx context.Context, o options) error {
 		})
 	}
 
-	time.Sleep(o.warmup)
-	db0, dbErr := dbCounters(ctx, o.dbURL)
-	relay0 := relayCounters(o.addrs)
-	meter := startMeter(o.serverPID, o.pgPID)
-	window.from.Store(time.Now().UnixNano())
-	time.Sleep(o.duration)
-	window.to.Store(time.Now().UnixNano())
-	res := meter.stop()
-	relay1 := relayCounters(o.addrs)
-	db1, dbErr2 := dbCounters(ctx, o.dbURL)
+	res := measureWindow(ctx, o, &window.from, &window.to)
 	time.Sleep(3 * time.Second) // the window's last deliveries
 	stop()
 	actors.Wait()
@@ -223,20 +214,16 @@ func watchParty(ctx context.Context, o options) error {
 		}
 		return 100 * float64(h.count()) / float64(want)
 	}
-	secs := o.duration.Seconds()
-	commits, rows := -1.0, -1.0
-	if dbErr == nil && dbErr2 == nil && o.dbURL != "" {
-		commits, rows = float64(db1.commits-db0.commits)/secs, float64(db1.rows-db0.rows)/secs
-	}
+	commits, rows := res.commits, res.rows
 	viewers := len(members)
 	fmt.Printf("# watch-party viewers=%d rooms=%d room-size=%d window=%s actions=%d postgres_changes p50=%.1f p99=%.1f ms delivered=%.2f%% sync broadcast p50=%.1f p99=%.1f ms delivered=%.2f%% presence diffs=%d p50=%.1f p99=%.1f ms commits/s=%.0f rows written/s=%.0f errors=%d late p99=%.1f ms server cpu=%.0f%% rss=%.1f MiB postgres cpu=%.0f%% client cpu=%.0f%%\n",
 		viewers, nrooms, o.roomSize, o.duration, actions.Load(), ms(changes.pct(50)), ms(changes.pct(99)), delivered(&changes),
 		ms(syncs.pct(50)), ms(syncs.pct(99)), delivered(&syncs), presence.count(), ms(presence.pct(50)), ms(presence.pct(99)),
 		commits, rows, window.errors.Load(), ms(late.pct(99)), res.serverCPU*100, float64(res.serverRSS)/(1<<20), res.pgCPU*100, res.selfCPU*100)
-	if l := relayLine(relay0, relay1, secs); l != "" {
-		fmt.Println(l)
+	if res.relay != "" {
+		fmt.Println(res.relay)
 	}
-	if cb := clientBound(res, late.pct(99)); cb != "" {
+	if cb := clientBound(res.meterResult, late.pct(99)); cb != "" {
 		fmt.Println("# " + cb)
 	}
 	// The headline: the worse of the two paths a member follows the host by.
