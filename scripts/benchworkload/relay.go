@@ -22,21 +22,44 @@ type windowResult struct {
 // database and the relay.
 func measureWindow(ctx context.Context, o options, from, to *atomic.Int64) windowResult {
 	time.Sleep(o.warmup)
-	db0, dbErr := dbCounters(ctx, o.dbURL)
-	relay0 := relayCounters(o.addrs)
-	m := startMeter(o.serverPID, o.pgPID)
+	w := startWindow(ctx, o)
 	from.Store(time.Now().UnixNano())
 	time.Sleep(o.duration)
 	to.Store(time.Now().UnixNano())
-	w := windowResult{meterResult: m.stop(), commits: -1, rows: -1}
-	relay1 := relayCounters(o.addrs)
-	db1, dbErr2 := dbCounters(ctx, o.dbURL)
-	secs := o.duration.Seconds()
-	if o.dbURL != "" && dbErr == nil && dbErr2 == nil {
-		w.commits, w.rows = float64(db1.commits-db0.commits)/secs, float64(db1.rows-db0.rows)/secs
-	}
-	w.relay = relayLine(relay0, relay1, secs)
+	return w.stop()
+}
+
+// window meters the servers, the database and the relay from startWindow
+// to stop.
+type window struct {
+	ctx   context.Context
+	o     options
+	start time.Time
+	db    dbStats
+	dbErr error
+	relay relayStats
+	meter *meter
+}
+
+func startWindow(ctx context.Context, o options) *window {
+	w := &window{ctx: ctx, o: o}
+	w.db, w.dbErr = dbCounters(ctx, o.dbURL)
+	w.relay = relayCounters(o.addrs)
+	w.meter = startMeter(o.serverPID, o.pgPID)
+	w.start = time.Now()
 	return w
+}
+
+func (w *window) stop() windowResult {
+	res := windowResult{meterResult: w.meter.stop(), commits: -1, rows: -1}
+	secs := time.Since(w.start).Seconds()
+	relay := relayCounters(w.o.addrs)
+	db, dbErr := dbCounters(w.ctx, w.o.dbURL)
+	if w.o.dbURL != "" && w.dbErr == nil && dbErr == nil {
+		res.commits, res.rows = float64(db.commits-w.db.commits)/secs, float64(db.rows-w.db.rows)/secs
+	}
+	res.relay = relayLine(w.relay, relay, secs)
+	return res
 }
 
 // relayStats sums the cluster relay's counters of every server (/health's

@@ -165,13 +165,13 @@ func supabaseWorkload(ctx context.Context, o options) error {
 	measureFrom := start.Add(o.warmup)
 	measureTo := measureFrom.Add(o.duration)
 	stopAt := measureTo.Add(3 * time.Second) // the window's last deliveries arrive
-	var m *meter
-	var res meterResult
+	var m *window
+	var res windowResult
 	slotTime := func(k int) time.Time { return start.Add(time.Duration(k) * time.Millisecond) }
 	for next := 0; ; {
 		now := time.Now()
 		if m == nil && !now.Before(measureFrom) {
-			m = startMeter(o.serverPID, 0)
+			m = startWindow(ctx, o)
 			r.from.Store(now.UnixNano())
 		}
 		if m != nil && r.to.Load() == 0 && !now.Before(measureTo) {
@@ -202,7 +202,13 @@ func supabaseWorkload(ctx context.Context, o options) error {
 		res.serverCPU*100, float64(res.serverRSS)/(1<<20), res.selfCPU*100)
 	fmt.Printf("# server system calls: %.0f reads/s, %.0f writes/s (%.2f writes per delivery)\n",
 		res.serverReads, res.serverWrites, res.serverWrites/max(float64(got)/secs, 1))
-	if cb := clientBound(res, r.late.pct(99)); cb != "" {
+	if res.commits >= 0 {
+		fmt.Printf("# database commits/s=%.0f postgres cpu=%.0f%%\n", res.commits, res.pgCPU*100)
+	}
+	if res.relay != "" {
+		fmt.Println(res.relay)
+	}
+	if cb := clientBound(res.meterResult, r.late.pct(99)); cb != "" {
 		fmt.Println("# " + cb)
 	}
 	fmt.Printf("supabase-workload vus=%d msgs/s=%.0f delivered=%.2f%% p50=%.1f p95=%.1f p99=%.1f ms\n",
