@@ -53,8 +53,18 @@ func dialRaw(addr, path string, deadline time.Time) (*rawSocket, error) {
 	tv := syscall.NsecToTimeval(time.Until(deadline).Nanoseconds())
 	_ = syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
 	_ = syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &tv)
-	if err := syscall.Connect(fd, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
-		return fail(fmt.Errorf("connect: %w", err))
+	// Blocking system calls here may be interrupted by the Go runtime's
+	// preemption signal: an interrupted connect goes on in the background
+	// (EALREADY until it is done, then EISCONN); reads and writes retry.
+	sa := &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	for err := syscall.Connect(fd, sa); err != nil && !errors.Is(err, syscall.EISCONN); err = syscall.Connect(fd, sa) {
+		if !errors.Is(err, syscall.EINTR) && !errors.Is(err, syscall.EALREADY) {
+			return fail(fmt.Errorf("connect: %w", err))
+		}
+		if time.Now().After(deadline) {
+			return fail(errors.New("connect: timed out"))
+		}
+		time.Sleep(time.Millisecond)
 	}
 	req := "GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -65,6 +75,9 @@ func dialRaw(addr, path string, deadline time.Time) (*rawSocket, error) {
 	buf := make([]byte, 4096)
 	for {
 		n, err := syscall.Read(fd, buf)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
 		if err != nil || n == 0 {
 			return fail(fmt.Errorf("handshake response: %v (after %q)", err, resp))
 		}
@@ -83,6 +96,9 @@ func dialRaw(addr, path string, deadline time.Time) (*rawSocket, error) {
 func (s *rawSocket) writeAll(b []byte) error {
 	for len(b) > 0 {
 		n, err := syscall.Write(s.fd, b)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -123,6 +139,9 @@ func (s *rawSocket) readFrame() (op byte, payload []byte, err error) {
 			return op, payload, nil
 		}
 		m, err := syscall.Read(s.fd, buf)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
 		if err != nil || m == 0 {
 			return 0, nil, fmt.Errorf("read: %v", err)
 		}
@@ -230,8 +249,8 @@ func (l *eventLoop) read(s *rawSocket) {
 	k := copy(l.buf, s.partial)
 	n, err := syscall.Read(s.fd, l.buf[k:])
 	at := time.Now()
-	if errors.Is(err, syscall.EAGAIN) {
-		return
+	if retryable(err) {
+		return // level-triggered: the next poll reports it again
 	}
 	if err != nil || n == 0 {
 		l.close(s)
@@ -267,7 +286,7 @@ func (l *eventLoop) send(s *rawSocket, op byte, payload []byte) {
 	var stack [256]byte
 	f := s.appendFrame(stack[:0], op, payload)
 	n, err := syscall.Write(s.fd, f)
-	if err != nil && !errors.Is(err, syscall.EAGAIN) {
+	if err != nil && !retryable(err) {
 		l.sendErrors++
 		l.close(s)
 		return
@@ -286,7 +305,7 @@ func (l *eventLoop) flushBacklog() {
 			continue
 		}
 		n, err := syscall.Write(s.fd, s.out)
-		if err != nil && !errors.Is(err, syscall.EAGAIN) {
+		if err != nil && !retryable(err) {
 			l.sendErrors++
 			l.close(s)
 			continue
@@ -300,6 +319,11 @@ func (l *eventLoop) flushBacklog() {
 	}
 	clear(l.backlog[len(keep):])
 	l.backlog = keep
+}
+
+// retryable: a non-blocking call that did nothing and may be retried.
+func retryable(err error) bool {
+	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR)
 }
 
 func (l *eventLoop) close(s *rawSocket) {
