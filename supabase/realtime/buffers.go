@@ -3,11 +3,13 @@ package realtime
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 // Socket buffer sizes. net/http hands a hijacked connection over with 4 KiB
@@ -64,72 +66,102 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(w.out, socketWriteBuffer)), nil
 }
 
-// batchWriter is what a socket's bufio.Writer flushes into. coder/websocket
-// flushes at the end of every frame, and in the middle of any frame larger
-// than the 1 KiB buffer: a 2 KB postgres_changes frame cost two write
-// system calls, a sync action (its postgres_changes and its broadcast)
-// three, each also waking the peer. Between begin and end, which the
-// socket's writer calls around the frames it has queued, the flushed bytes
-// are gathered instead and leave in one write. Outside a batch (pongs and
-// close frames written by other goroutines) it writes through.
+// batchWriter is the socket's writing end. The socket's writer goroutine
+// encodes the data frames it has queued itself and writes them with one
+// system call (writeFrames): one write per wake-up however many frames,
+// and none of coder/websocket's per-frame locking, context checks and
+// buffer copies on the fan-out's hot path. coder/websocket still writes
+// its control frames (pongs, close) through Write, whole, since it flushes
+// its buffer, larger than any control frame, at the end of every frame. mu
+// keeps the two from interleaving.
 type batchWriter struct {
 	conn net.Conn
 
-	mu   sync.Mutex // held across the write to the connection, to keep order
-	open bool
-	buf  *[]byte // from batchBuffers while a batch holds bytes
+	mu sync.Mutex // held across every write to the connection, to keep order
+	// closing: a close frame may follow, so no data frame may (RFC 6455
+	// §5.5.1). Not under mu: the socket is closed (which unblocks a write
+	// stuck on a full buffer) without waiting for the writer.
+	closing atomic.Bool
 }
 
-// maxBatch bounds what a batch gathers before writing it out, so a burst of
-// large frames does not grow a buffer without end.
+// maxBatch bounds what one write gathers, so a burst of large frames does
+// not grow a buffer without end; a larger frame leaves on its own.
 const maxBatch = 64 << 10
 
 var batchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
+// Write passes coder/websocket's frames (control frames) through.
 func (w *batchWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.buf != nil && len(*w.buf)+len(p) > maxBatch {
-		if err := w.flushLocked(); err != nil {
-			return 0, err
-		}
-	}
-	// Outside a batch nothing is gathered (end flushes), so p goes
-	// straight out, as does a p too large to gather, after what was.
-	if !w.open || len(p) > maxBatch {
-		return w.conn.Write(p)
-	}
-	if w.buf == nil {
-		w.buf = batchBuffers.Get().(*[]byte)
-	}
-	*w.buf = append(*w.buf, p...)
-	return len(p), nil
+	return w.conn.Write(p)
 }
 
-func (w *batchWriter) begin() {
-	w.mu.Lock()
-	w.open = true
-	w.mu.Unlock()
-}
-
-// end writes what the batch gathered.
-func (w *batchWriter) end() error {
+// writeFrames writes frames as unmasked, unfragmented WebSocket messages,
+// gathered into as few writes as maxBatch allows.
+func (w *batchWriter) writeFrames(frames []frame) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.open = false
-	return w.flushLocked()
-}
-
-func (w *batchWriter) flushLocked() error {
-	if w.buf == nil {
+	if w.closing.Load() {
+		return net.ErrClosed
+	}
+	bp := batchBuffers.Get().(*[]byte)
+	b := (*bp)[:0]
+	defer func() {
+		if cap(b) <= maxBatch {
+			*bp = b[:0]
+			batchBuffers.Put(bp)
+		}
+	}()
+	for _, f := range frames {
+		if len(b) > 0 && len(b)+maxFrameHeader+len(f.data) > maxBatch {
+			if _, err := w.conn.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+		b = appendFrameHeader(b, f)
+		if len(f.data) > maxBatch {
+			// Not copied: header and payload leave in one writev.
+			bufs := net.Buffers{b, f.data}
+			if _, err := bufs.WriteTo(w.conn); err != nil {
+				return err
+			}
+			b = b[:0]
+			continue
+		}
+		b = append(b, f.data...)
+	}
+	if len(b) == 0 {
 		return nil
 	}
-	b := w.buf
-	w.buf = nil
-	_, err := w.conn.Write(*b)
-	if cap(*b) <= maxBatch {
-		*b = (*b)[:0]
-		batchBuffers.Put(b)
-	}
+	_, err := w.conn.Write(b)
 	return err
+}
+
+// stopData makes every later writeFrames fail; the socket is closing. A
+// batch already past its check leaves before a close frame written after
+// this, which needs mu.
+func (w *batchWriter) stopData() { w.closing.Store(true) }
+
+// maxFrameHeader is the longest unmasked frame header: 2 bytes and an
+// 8-byte length.
+const maxFrameHeader = 10
+
+// appendFrameHeader appends the header of an unmasked, final frame
+// carrying f (RFC 6455 §5.2).
+func appendFrameHeader(b []byte, f frame) []byte {
+	op := byte(0x1) // text
+	if f.binary {
+		op = 0x2
+	}
+	b = append(b, 0x80|op)
+	switch n := len(f.data); {
+	case n < 126:
+		return append(b, byte(n))
+	case n <= 0xffff:
+		return append(b, 126, byte(n>>8), byte(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
+	}
 }

@@ -22,7 +22,7 @@ import (
 type conn struct {
 	srv *Server
 	ws  *websocket.Conn
-	out *batchWriter // under ws's writer: the writer's batches leave in one write
+	out *batchWriter // the connection's writing end: writeLoop writes data frames here, ws its control frames
 	vsn Serializer
 	id  uint64
 	log *slog.Logger
@@ -156,25 +156,9 @@ func (c *conn) writeLoop() {
 // CloseNow unblocks this write), and a dead one by the idle sweep.
 // Outbound frames are counted here, once per batch, rather than where
 // fan-out queues them: the fan-out loop stays free of shared counters.
-func (c *conn) writeBatch(batch []frame) (err error) {
-	c.out.begin()
-	defer func() {
-		// Also after a failed frame: a close frame another goroutine wrote
-		// meanwhile may be waiting in the batch.
-		if endErr := c.out.end(); err == nil {
-			err = endErr
-		}
-	}()
-	ctx := context.Background()
-	for i, f := range batch {
-		typ := websocket.MessageText
-		if f.binary {
-			typ = websocket.MessageBinary
-		}
-		if err := c.ws.Write(ctx, typ, f.data); err != nil {
-			c.srv.metrics.RealtimeMessages(metrics.Out, i)
-			return err
-		}
+func (c *conn) writeBatch(batch []frame) error {
+	if err := c.out.writeFrames(batch); err != nil {
+		return err
 	}
 	c.srv.metrics.RealtimeMessages(metrics.Out, len(batch))
 	return nil
@@ -191,6 +175,7 @@ func (c *conn) finish(code websocket.StatusCode, reason string, graceful bool) {
 		c.qbytes = 0
 		c.qmu.Unlock()
 		close(c.done)
+		c.out.stopData()
 		if graceful {
 			_ = c.ws.Close(code, reason)
 		} else {
