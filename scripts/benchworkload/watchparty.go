@@ -30,7 +30,8 @@ const (
 type arrival struct {
 	version int64
 	at      time.Time
-	sync    bool // the sync broadcast, not the rooms postgres_changes
+	sync    bool      // the sync broadcast, not the rooms postgres_changes
+	commit  time.Time // the change's commit_timestamp (postgres_changes only)
 }
 
 type room struct {
@@ -110,7 +111,7 @@ func watchParty(ctx context.Context, o options) error {
 		}
 	}()
 
-	var presence, late hist
+	var presence, late, roundTrip hist
 	var window run // only its window and errors
 	var readers sync.WaitGroup
 	for _, m := range members {
@@ -173,6 +174,7 @@ func watchParty(ctx context.Context, o options) error {
 				return err
 			}
 			if window.inWindow(t0.UnixNano()) {
+				roundTrip.add(time.Since(t0))
 				actions.Add(1)
 				r.mu.Lock()
 				r.sent[res.State.SyncVersion] = t0
@@ -193,7 +195,9 @@ func watchParty(ctx context.Context, o options) error {
 	readers.Wait()
 
 	// Host action → every member, both paths, matched after the run.
-	var changes, syncs hist
+	// Where the time goes: the host's request until its commit, the commit
+	// until a member has the change (commit_timestamp has milliseconds).
+	var changes, syncs, toCommit, fromCommit hist
 	for _, m := range members {
 		m.room.mu.Lock()
 		for _, a := range m.arrivals {
@@ -202,6 +206,10 @@ func watchParty(ctx context.Context, o options) error {
 					syncs.add(a.at.Sub(t0))
 				} else {
 					changes.add(a.at.Sub(t0))
+					if !a.commit.IsZero() {
+						toCommit.add(a.commit.Sub(t0))
+						fromCommit.add(a.at.Sub(a.commit))
+					}
 				}
 			}
 		}
@@ -223,6 +231,8 @@ func watchParty(ctx context.Context, o options) error {
 	if res.relay != "" {
 		fmt.Println(res.relay)
 	}
+	fmt.Printf("# host sync-control round trip p50=%.1f p99=%.1f ms; postgres_changes: sent → commit p50=%.1f p99=%.1f ms, commit → member p50=%.1f p99=%.1f ms\n",
+		ms(roundTrip.pct(50)), ms(roundTrip.pct(99)), ms(toCommit.pct(50)), ms(toCommit.pct(99)), ms(fromCommit.pct(50)), ms(fromCommit.pct(99)))
 	if cb := clientBound(res.meterResult, late.pct(99)); cb != "" {
 		fmt.Println("# " + cb)
 	}
@@ -308,7 +318,7 @@ func (m *member) readLoop(ctx context.Context, w *run, presence *hist) {
 			}
 		case bytes.Contains(data, []byte(`,"postgres_changes",`)) && bytes.Contains(data, []byte(`"table":"rooms"`)):
 			if v, ok := intField(data, `"sync_version":`); ok {
-				m.arrivals = append(m.arrivals, arrival{version: v, at: now})
+				m.arrivals = append(m.arrivals, arrival{version: v, at: now, commit: commitTime(data)})
 			}
 		case bytes.Contains(data, []byte(`,"presence_diff",`)):
 			if sent, ok := intField(data, `"t":`); ok && w.inWindow(sent) {
@@ -316,6 +326,22 @@ func (m *member) readLoop(ctx context.Context, w *run, presence *hist) {
 			}
 		}
 	}
+}
+
+// commitTime reads a change's commit_timestamp (zero when absent).
+func commitTime(b []byte) time.Time {
+	const key = `"commit_timestamp":"`
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return time.Time{}
+	}
+	b = b[i+len(key):]
+	j := bytes.IndexByte(b, '"')
+	if j < 0 {
+		return time.Time{}
+	}
+	t, _ := time.Parse(time.RFC3339Nano, string(b[:j]))
+	return t
 }
 
 func intField(b []byte, key string) (int64, bool) {
