@@ -24,6 +24,9 @@ type Deps struct {
 	Now func() time.Time
 	// Metrics records sync drift; nil records nothing.
 	Metrics *metrics.Metrics
+	// Presence is this process's presence sink: the member lists show the
+	// reports it holds that room_members does not have yet. Nil: none.
+	Presence *PresenceReports
 }
 
 func (d *Deps) now() time.Time {

@@ -30,6 +30,7 @@ func (d *Deps) membersGetList(c echo.Context) error {
 		rows, err = store.ListMembers(ctx, tx, req.RoomID)
 		return err
 	})
+	d.Presence.Latest(rows)
 	if errors.Is(err, store.ErrNotFound) {
 		return api.RoomNotFound(req.RoomID)
 	}

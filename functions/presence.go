@@ -1,13 +1,16 @@
 package functions
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/animesync/animesync/shared/auth"
+	"github.com/animesync/animesync/shared/store"
 )
 
 // PresenceReports turns realtime presence on room:<room_id> into member
@@ -28,6 +31,17 @@ import (
 // once, in memory: it is what stops last_seen_at moving, so it cannot be
 // lost to a full queue or a slow database.
 //
+// Every room_members UPDATE is a postgres_changes event for every member of
+// the room (the platform's client binds room_members "*"), so a report
+// reaches room_members only when the member list needs it: at once when it
+// changes what the list shows beyond the position (sync status, playing,
+// buffering, name; a first report; a member back online; a member who has
+// left), otherwise at most once per storeEvery — often enough that
+// last_seen_at keeps the member online everywhere. Such a position-only
+// report is deferred: its sync_states row is written with the batch at
+// once, members-get-list on this process shows it (Latest), and the room
+// row follows within storeEvery (or at the member's leave, or shutdown).
+//
 // The identity rules of the functions hold here too: a channel whose token
 // is a signed-in session or the room's member_token may only report as
 // that user, and in member mode (ANIMESYNC_IDENTITY=member) a track counts
@@ -38,9 +52,12 @@ type PresenceReports struct {
 	mu      sync.Mutex
 	present map[string]map[string]string // room → presence key → user_id
 	pending map[memberRef]*pendingReport // latest unwritten report per member
-	// written are the members whose report was stored since the last touch:
-	// their last_seen_at has just moved, touch skips them.
-	written map[memberRef]struct{}
+	// deferred are position-only reports, recorded in sync_states but not
+	// yet stored in room_members.
+	deferred map[memberRef]*computedReport
+	// stored is when this process last wrote a member's row (a report or a
+	// touch), which moved its last_seen_at.
+	stored  map[memberRef]time.Time
 	writing int           // reports taken by the flush under way
 	wake    chan struct{} // 1 slot: something is pending
 }
@@ -59,14 +76,22 @@ type pendingReport struct {
 // become one write, and the members of all rooms share a statement.
 const presenceFlushEvery = 100 * time.Millisecond
 
+// storeEvery is how long a member's row may go without a write while it is
+// present: 1.5 presence intervals. Checked every half interval, a present
+// member's last_seen_at is at most 2 intervals old, one interval short of
+// offline (store.SyncPolicy.OfflineAfter); a member tracking every interval
+// is stored every other track.
+func (p *PresenceReports) storeEvery() time.Duration { return p.deps.Cfg.PresenceInterval * 3 / 2 }
+
 // NewPresenceReports builds the sink the realtime server feeds.
 func NewPresenceReports(d *Deps) *PresenceReports {
 	return &PresenceReports{
-		deps:    d,
-		present: map[string]map[string]string{},
-		pending: map[memberRef]*pendingReport{},
-		written: map[memberRef]struct{}{},
-		wake:    make(chan struct{}, 1),
+		deps:     d,
+		present:  map[string]map[string]string{},
+		pending:  map[memberRef]*pendingReport{},
+		deferred: map[memberRef]*computedReport{},
+		stored:   map[memberRef]time.Time{},
+		wake:     make(chan struct{}, 1),
 	}
 }
 
@@ -91,10 +116,7 @@ func (p *PresenceReports) PresenceTrack(_ context.Context, topic, key string, me
 	p.present[req.RoomID][key] = req.UserID
 	p.pending[ref] = mergeReport(p.pending[ref], req, now)
 	p.mu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
+	p.poke()
 }
 
 // reportOf reads a member report from presence meta; ok is false for
@@ -192,11 +214,34 @@ func (p *PresenceReports) PresenceLeave(_ context.Context, topic, key string) {
 
 func (p *PresenceReports) forget(roomID, key string) {
 	p.mu.Lock()
+	user, ok := p.present[roomID][key]
 	delete(p.present[roomID], key)
 	if len(p.present[roomID]) == 0 {
 		delete(p.present, roomID)
 	}
+	// A deferred report of a member who is gone is its last: store it now.
+	_, final := p.deferred[memberRef{roomID, user}]
 	p.mu.Unlock()
+	if ok && final {
+		p.poke()
+	}
+}
+
+func (p *PresenceReports) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// isPresent reports whether a member has a presence in its room; p.mu held.
+func (p *PresenceReports) isPresent(ref memberRef) bool {
+	for _, user := range p.present[ref.room] {
+		if user == ref.user {
+			return true
+		}
+	}
+	return false
 }
 
 // Present reports how many presence keys are present in a room.
@@ -206,20 +251,53 @@ func (p *PresenceReports) Present(roomID string) int {
 	return len(p.present[roomID])
 }
 
-// Pending reports how many members' reports are not written yet.
+// Pending reports how many members' reports are not stored in room_members
+// yet, deferred ones included.
 func (p *PresenceReports) Pending() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.pending) + p.writing
+	return len(p.pending) + p.writing + len(p.deferred)
 }
 
-// Run writes pending reports in batches, and marks every present member
-// as seen once per presence interval (the realtime server reports a track
+// Latest puts what this process holds newer than the rows into them: the
+// deferred report of a member, which the database will have within
+// storeEvery. Nil-safe, for functions built without a sink.
+func (p *PresenceReports) Latest(rows []*store.MemberRow) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range rows {
+		c := p.deferred[memberRef{m.RoomID, m.UserID}]
+		if c == nil || c.posAt == nil || (m.ReportedAt != nil && m.ReportedAt.After(*c.posAt)) {
+			continue
+		}
+		m.CurrentTime, m.ReportedAt = c.pos, c.posAt
+		if c.playing != nil {
+			m.IsPlaying = c.playing
+		}
+		if c.buffering != nil {
+			m.IsBuffering = *c.buffering
+		}
+		if c.status != nil {
+			m.SyncStatus = c.status
+		}
+		if c.seenAt.After(m.LastSeenAt) {
+			m.LastSeenAt = c.seenAt
+		}
+	}
+}
+
+// Run writes pending reports in batches, and every half presence interval
+// stores the members whose row is due (see storeEvery): their deferred
+// report, or a touch of last_seen_at (the realtime server reports a track
 // only when its payload changes, and a paused member's payload does not).
-// When ctx ends it writes what is still pending, within a short deadline.
+// When ctx ends it writes what is still pending and deferred, within a
+// short deadline.
 func (p *PresenceReports) Run(ctx context.Context) error {
-	touch := time.NewTicker(p.deps.Cfg.PresenceInterval)
-	defer touch.Stop()
+	refresh := time.NewTicker(p.deps.Cfg.PresenceInterval / 2)
+	defer refresh.Stop()
 	window := time.NewTimer(0)
 	defer window.Stop()
 	for {
@@ -227,9 +305,10 @@ func (p *PresenceReports) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer cancel()
-			p.flush(last)
+			p.flush(last, true)
 			return nil
-		case <-touch.C:
+		case <-refresh.C:
+			p.flush(ctx, false)
 			p.touch(ctx)
 		case <-p.wake:
 			// Let tracks gather for the window since the last flush.
@@ -238,38 +317,65 @@ func (p *PresenceReports) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				continue
 			}
-			p.flush(ctx)
+			p.flush(ctx, false)
 			window.Reset(presenceFlushEvery)
 		}
 	}
 }
 
-// flush writes every pending report. Reports that could not be written
-// for a reason that may pass (the database is away) go back to pending,
-// unless a newer one arrived meanwhile, and are retried at the next flush.
-func (p *PresenceReports) flush(ctx context.Context) {
+// flush computes every pending report and writes it, storing in
+// room_members those the list needs now and the deferred reports that are
+// due (all of them when final). Reports that could not be written for a
+// reason that may pass (the database is away) go back to pending, unless a
+// newer one arrived meanwhile, and are retried at the next flush.
+func (p *PresenceReports) flush(ctx context.Context, final bool) {
+	now := p.deps.now()
 	p.mu.Lock()
-	if len(p.pending) == 0 {
-		p.mu.Unlock()
-		return
-	}
 	batch := make([]memberReport, 0, len(p.pending))
 	for ref, r := range p.pending {
 		batch = append(batch, memberReport{ref: ref, pendingReport: r})
+	}
+	var due []*computedReport
+	for ref, c := range p.deferred {
+		if _, newer := p.pending[ref]; !newer && (final || p.dueLocked(ref, now)) {
+			// Its sync_states row is written; a present member is seen now.
+			d := *c
+			d.store, d.record = true, false
+			if p.isPresent(ref) {
+				d.seenAt = now
+			}
+			due = append(due, &d)
+		}
+	}
+	if len(batch) == 0 && len(due) == 0 {
+		p.mu.Unlock()
+		return
 	}
 	p.pending = make(map[memberRef]*pendingReport, len(batch))
 	p.writing = len(batch)
 	p.mu.Unlock()
 
-	failed := p.deps.writeMemberReports(ctx, batch)
+	// A computed report is stored now when due; the others are deferred.
+	mustStore := func(c *computedReport) bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return final || c.changed || p.dueLocked(c.ref, now)
+	}
+	written, failed := p.deps.writeMemberReports(ctx, batch, due, mustStore)
 
 	p.mu.Lock()
 	p.writing = 0
-	for _, r := range batch {
-		p.written[r.ref] = struct{}{}
+	for _, c := range written {
+		if c.store {
+			p.stored[c.ref] = now
+			if d := p.deferred[c.ref]; d != nil && !d.seenAt.After(c.seenAt) {
+				delete(p.deferred, c.ref)
+			}
+		} else {
+			p.deferred[c.ref] = c
+		}
 	}
 	for _, r := range failed {
-		delete(p.written, r.ref)
 		if _, newer := p.pending[r.ref]; !newer {
 			p.pending[r.ref] = r.pendingReport
 		}
@@ -277,29 +383,52 @@ func (p *PresenceReports) flush(ctx context.Context) {
 	again := len(p.pending) > 0
 	p.mu.Unlock()
 	if again {
-		select {
-		case p.wake <- struct{}{}:
-		default:
-		}
+		p.poke()
 	}
 }
 
-// touch moves last_seen_at of present members whose report was not just
-// written.
+// dueLocked reports whether a member's row must be written now: it has
+// left, or this process has not written it for storeEvery. p.mu held.
+func (p *PresenceReports) dueLocked(ref memberRef, now time.Time) bool {
+	return !p.isPresent(ref) || now.Sub(p.stored[ref]) >= p.storeEvery()
+}
+
+// touch moves last_seen_at of present members that are due and have
+// nothing deferred or pending to store (flush just stored those), and
+// forgets when it wrote members who are gone.
 func (p *PresenceReports) touch(ctx context.Context) {
+	now := p.deps.now()
 	p.mu.Lock()
 	var refs []memberRef
 	for room, keys := range p.present {
 		for _, user := range keys {
 			ref := memberRef{room, user}
-			if _, fresh := p.written[ref]; !fresh {
+			_, deferred := p.deferred[ref]
+			_, pending := p.pending[ref]
+			if !deferred && !pending && now.Sub(p.stored[ref]) >= p.storeEvery() {
 				refs = append(refs, ref)
 			}
 		}
 	}
-	clear(p.written)
-	p.mu.Unlock()
-	if err := p.deps.touchMembers(ctx, refs); err != nil && ctx.Err() == nil {
-		p.deps.Log.Warn("presence: mark members seen", "members", len(refs), "error", err)
+	for ref, at := range p.stored {
+		if now.Sub(at) >= p.storeEvery() && !p.isPresent(ref) {
+			delete(p.stored, ref)
+		}
 	}
+	p.mu.Unlock()
+	slices.SortFunc(refs, func(a, b memberRef) int {
+		return cmp.Or(cmp.Compare(a.room, b.room), cmp.Compare(a.user, b.user))
+	})
+	refs = slices.Compact(refs) // a member present with several keys
+	if err := p.deps.touchMembers(ctx, refs); err != nil {
+		if ctx.Err() == nil {
+			p.deps.Log.Warn("presence: mark members seen", "members", len(refs), "error", err)
+		}
+		return
+	}
+	p.mu.Lock()
+	for _, ref := range refs {
+		p.stored[ref] = now
+	}
+	p.mu.Unlock()
 }

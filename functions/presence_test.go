@@ -262,3 +262,121 @@ func TestPresenceBurstLosesNoReportAndNoLeave(t *testing.T) {
 		}
 	}
 }
+
+// Every room_members UPDATE goes to every member of the room as a
+// postgres_changes event, so a report that only moves the position waits
+// (at most storeEvery, 1.5 presence intervals) while one that changes what
+// the member list shows is stored at once; nothing waits past a leave or a
+// shutdown, every report keeps its sync_states row, and members-get-list
+// shows the latest position throughout. The interval is long (20 s), so
+// that whatever is stored within the test was stored at once.
+func TestPresencePositionOnlyReportIsDeferred(t *testing.T) {
+	api := servertest.New(t, servertest.Options{Env: map[string]string{"PRESENCE_INTERVAL": "20s"}})
+	ctx := context.Background()
+	room := hostedRoom(t, api, "host1")
+	mustJoin(t, api, room, "m1")
+	mustJoin(t, api, room, "m2")
+	p := api.Presence
+	runCtx, stop := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = p.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-stopped })
+
+	track := func(user string, pos float64, playing bool) {
+		p.PresenceTrack(ctx, "room:"+room, "key-"+user, map[string]any{
+			"user_id": user, "current_time": json.Number(strconv.FormatFloat(pos, 'f', -1, 64)), "is_playing": playing}, nil)
+	}
+	type row struct {
+		pos     float64
+		playing bool
+		history int // sync_states rows
+	}
+	stored := func(user string) row {
+		t.Helper()
+		var r row
+		if err := api.DB.Pool.QueryRow(ctx, `
+			select coalesce(m."current_time", -1), coalesce(m.is_playing, false),
+			       (select count(*) from public.sync_states s where s.room_id = m.room_id and s.user_id = m.user_id)
+			  from public.room_members m where m.room_id = $1 and m.user_id = $2`, room, user).Scan(&r.pos, &r.playing, &r.history); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// until polls the database; nothing here waits for the 30 s refresh.
+	until := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("not within 10 s (the refresh is 30 s away): %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	listed := func(user string) float64 {
+		t.Helper()
+		res := api.Post("members-get-list", map[string]any{"room_id": room})
+		var out struct {
+			Data struct {
+				Members []struct {
+					UserID      string   `json:"user_id"`
+					CurrentTime *float64 `json:"current_time"`
+				} `json:"members"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(res.Body, &out); err != nil {
+			t.Fatalf("members-get-list: %d %s", res.Status, res.Body)
+		}
+		for _, m := range out.Data.Members {
+			if m.UserID == user && m.CurrentTime != nil {
+				return *m.CurrentTime
+			}
+		}
+		t.Fatalf("members-get-list has no position for %s: %s", user, res.Body)
+		return 0
+	}
+
+	// A first report is stored at once.
+	track("m1", 100, true)
+	until("the first report stored", func() bool { return stored("m1") == row{100, true, 1} })
+
+	// A position-only report: recorded, listed, not stored.
+	track("m1", 103, true)
+	until("the second report recorded", func() bool { return stored("m1").history == 2 })
+	if got := stored("m1"); got.pos != 100 {
+		t.Fatalf("a position-only report was stored in room_members at once: %+v", got)
+	}
+	if pos := listed("m1"); pos < 103 || pos > 113 {
+		t.Fatalf("members-get-list shows m1 at %v, want its latest report, 103 played on", pos)
+	}
+	if p.Pending() != 1 {
+		t.Fatalf("%d reports not stored, want m1's deferred one", p.Pending())
+	}
+
+	// Pausing changes the list: stored at once, with the history.
+	track("m1", 104, false)
+	until("the pause stored", func() bool { return stored("m1") == row{104, false, 3} })
+
+	// A paused member moves its position: deferred; it leaves: stored.
+	track("m1", 90, false)
+	until("the seek recorded", func() bool { return stored("m1").history == 4 })
+	if got := stored("m1"); got.pos != 104 {
+		t.Fatalf("a position-only report was stored in room_members at once: %+v", got)
+	}
+	p.PresenceLeave(ctx, "room:"+room, "key-m1")
+	until("the last report stored at the leave", func() bool { return stored("m1") == row{90, false, 4} })
+
+	// Shutdown stores what is deferred.
+	track("m2", 50, true)
+	until("m2's first report stored", func() bool { return stored("m2") == row{50, true, 1} })
+	track("m2", 53, true)
+	until("m2's second report recorded", func() bool { return stored("m2").history == 2 })
+	stop()
+	<-stopped
+	if got := stored("m2"); got != (row{53, true, 2}) {
+		t.Fatalf("after shutdown m2 is %+v, want its last report stored", got)
+	}
+	if p.Pending() != 0 {
+		t.Fatalf("%d reports not stored after shutdown", p.Pending())
+	}
+}

@@ -56,6 +56,7 @@ func (d *Deps) roomsJoin(c echo.Context) error {
 		if err != nil {
 			return err
 		}
+		d.Presence.Latest(rows)
 		now := d.now()
 		host := store.HostStateOf(room, now, nil)
 		res = roomsJoinResponse{

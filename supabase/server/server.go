@@ -155,6 +155,7 @@ func Assemble(p Parts) (*Server, error) {
 	deps := &functions.Deps{Pool: p.Pool, Cfg: p.Config, Tokens: p.Verifier, Log: p.Logger, Now: p.Now, Metrics: p.Metrics}
 	health := &gateway.Health{Pool: p.Pool, Started: time.Now()}
 	s.presence = functions.NewPresenceReports(deps)
+	deps.Presence = s.presence
 	if p.Upstream != nil {
 		if f := newPresenceFollower(p, s.presence); f != nil {
 			s.follower = f
@@ -284,6 +285,9 @@ func (s *Server) Handler() http.Handler { return s.router }
 
 // Router is the echo router, for tests that drive it directly.
 func (s *Server) Router() *echo.Echo { return s.router }
+
+// Presence is the sink that turns presence into member reports.
+func (s *Server) Presence() *functions.PresenceReports { return s.presence }
 
 // Metrics are the process's collectors, for background components.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/animesync/animesync/functions"
 	"github.com/animesync/animesync/shared/auth"
 	"github.com/animesync/animesync/shared/config"
 	"github.com/animesync/animesync/shared/dbtest"
@@ -36,6 +37,9 @@ type API struct {
 	// Metrics are the router's collectors; /metrics serves them when the
 	// config enables it (Env METRICS_ENABLED=true).
 	Metrics *metrics.Metrics
+	// Presence is the router's presence sink (not running: a test that
+	// feeds it runs it).
+	Presence *functions.PresenceReports
 }
 
 // Options change the defaults of New.
@@ -86,7 +90,8 @@ func New(tb testing.TB, opts ...Options) *API {
 	if err != nil {
 		tb.Fatalf("servertest: %v", err)
 	}
-	return &API{T: tb, DB: d, Config: cfg, Verifier: v, Router: srv.Router(), Clock: clock, Metrics: m}
+	return &API{T: tb, DB: d, Config: cfg, Verifier: v, Router: srv.Router(), Clock: clock, Metrics: m,
+		Presence: srv.Presence()}
 }
 
 // Response is a recorded answer.
