@@ -36,11 +36,11 @@ import (
 // reaches room_members only when the member list needs it: at once when it
 // changes what the list shows beyond the position (sync status, playing,
 // buffering, name; a first report; a member back online; a member who has
-// left), otherwise at most once per storeEvery — often enough that
-// last_seen_at keeps the member online everywhere. Such a position-only
+// left), otherwise at most every 1.5 to 2 presence intervals — often enough
+// that last_seen_at keeps the member online everywhere. Such a position-only
 // report is deferred: its sync_states row is written with the batch at
 // once, members-get-list on this process shows it (Latest), and the room
-// row follows within storeEvery (or at the member's leave, or shutdown).
+// row follows within 2 intervals (or at the member's leave, or shutdown).
 //
 // The identity rules of the functions hold here too: a channel whose token
 // is a signed-in session or the room's member_token may only report as
@@ -76,12 +76,14 @@ type pendingReport struct {
 // become one write, and the members of all rooms share a statement.
 const presenceFlushEvery = 100 * time.Millisecond
 
-// storeEvery is how long a member's row may go without a write while it is
-// present: 1.5 presence intervals. Checked every half interval, a present
-// member's last_seen_at is at most 2 intervals old, one interval short of
-// offline (store.SyncPolicy.OfflineAfter); a member tracking every interval
-// is stored every other track.
-func (p *PresenceReports) storeEvery() time.Duration { return p.deps.Cfg.PresenceInterval * 3 / 2 }
+// A present member's row is written when a track finds it unwritten for
+// 1.5 presence intervals (so a member tracking every interval is stored
+// every other track), and otherwise when the check every half interval
+// finds it unwritten for 2 intervals: its last_seen_at is then at most 2.5
+// intervals old, half an interval short of offline
+// (store.SyncPolicy.OfflineAfter).
+func (p *PresenceReports) storeAfterTrack() time.Duration { return p.deps.Cfg.PresenceInterval * 3 / 2 }
+func (p *PresenceReports) storeAfter() time.Duration      { return p.deps.Cfg.PresenceInterval * 2 }
 
 // NewPresenceReports builds the sink the realtime server feeds.
 func NewPresenceReports(d *Deps) *PresenceReports {
@@ -260,8 +262,8 @@ func (p *PresenceReports) Pending() int {
 }
 
 // Latest puts what this process holds newer than the rows into them: the
-// deferred report of a member, which the database will have within
-// storeEvery. Nil-safe, for functions built without a sink.
+// deferred report of a member, which the database will have within 2
+// presence intervals. Nil-safe, for functions built without a sink.
 func (p *PresenceReports) Latest(rows []*store.MemberRow) {
 	if p == nil {
 		return
@@ -290,7 +292,7 @@ func (p *PresenceReports) Latest(rows []*store.MemberRow) {
 }
 
 // Run writes pending reports in batches, and every half presence interval
-// stores the members whose row is due (see storeEvery): their deferred
+// stores the members whose row is due (see storeAfter): their deferred
 // report, or a touch of last_seen_at (the realtime server reports a track
 // only when its payload changes, and a paused member's payload does not).
 // When ctx ends it writes what is still pending and deferred, within a
@@ -305,10 +307,10 @@ func (p *PresenceReports) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer cancel()
-			p.flush(last, true)
+			p.flush(last, flushFinal)
 			return nil
 		case <-refresh.C:
-			p.flush(ctx, false)
+			p.flush(ctx, flushRefresh)
 			p.touch(ctx)
 		case <-p.wake:
 			// Let tracks gather for the window since the last flush.
@@ -317,18 +319,29 @@ func (p *PresenceReports) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				continue
 			}
-			p.flush(ctx, false)
+			p.flush(ctx, flushReports)
 			window.Reset(presenceFlushEvery)
 		}
 	}
 }
 
+// flushKind says which deferred reports a flush stores: those of members
+// who left (always), those unwritten for storeAfter (flushRefresh), all
+// (flushFinal).
+type flushKind int
+
+const (
+	flushReports flushKind = iota
+	flushRefresh
+	flushFinal
+)
+
 // flush computes every pending report and writes it, storing in
 // room_members those the list needs now and the deferred reports that are
-// due (all of them when final). Reports that could not be written for a
-// reason that may pass (the database is away) go back to pending, unless a
-// newer one arrived meanwhile, and are retried at the next flush.
-func (p *PresenceReports) flush(ctx context.Context, final bool) {
+// due. Reports that could not be written for a reason that may pass (the
+// database is away) go back to pending, unless a newer one arrived
+// meanwhile, and are retried at the next flush.
+func (p *PresenceReports) flush(ctx context.Context, kind flushKind) {
 	now := p.deps.now()
 	p.mu.Lock()
 	batch := make([]memberReport, 0, len(p.pending))
@@ -337,11 +350,15 @@ func (p *PresenceReports) flush(ctx context.Context, final bool) {
 	}
 	var due []*computedReport
 	for ref, c := range p.deferred {
-		if _, newer := p.pending[ref]; !newer && (final || p.dueLocked(ref, now)) {
+		if _, newer := p.pending[ref]; newer {
+			continue
+		}
+		present := p.isPresent(ref)
+		if kind == flushFinal || !present || (kind == flushRefresh && now.Sub(p.stored[ref]) >= p.storeAfter()) {
 			// Its sync_states row is written; a present member is seen now.
 			d := *c
 			d.store, d.record = true, false
-			if p.isPresent(ref) {
+			if present {
 				d.seenAt = now
 			}
 			due = append(due, &d)
@@ -355,11 +372,12 @@ func (p *PresenceReports) flush(ctx context.Context, final bool) {
 	p.writing = len(batch)
 	p.mu.Unlock()
 
-	// A computed report is stored now when due; the others are deferred.
+	// A computed report is stored now when the list needs it; the others
+	// are deferred.
 	mustStore := func(c *computedReport) bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return final || c.changed || p.dueLocked(c.ref, now)
+		return kind == flushFinal || c.changed || !p.isPresent(c.ref) || now.Sub(p.stored[c.ref]) >= p.storeAfterTrack()
 	}
 	written, failed := p.deps.writeMemberReports(ctx, batch, due, mustStore)
 
@@ -387,12 +405,6 @@ func (p *PresenceReports) flush(ctx context.Context, final bool) {
 	}
 }
 
-// dueLocked reports whether a member's row must be written now: it has
-// left, or this process has not written it for storeEvery. p.mu held.
-func (p *PresenceReports) dueLocked(ref memberRef, now time.Time) bool {
-	return !p.isPresent(ref) || now.Sub(p.stored[ref]) >= p.storeEvery()
-}
-
 // touch moves last_seen_at of present members that are due and have
 // nothing deferred or pending to store (flush just stored those), and
 // forgets when it wrote members who are gone.
@@ -405,13 +417,13 @@ func (p *PresenceReports) touch(ctx context.Context) {
 			ref := memberRef{room, user}
 			_, deferred := p.deferred[ref]
 			_, pending := p.pending[ref]
-			if !deferred && !pending && now.Sub(p.stored[ref]) >= p.storeEvery() {
+			if !deferred && !pending && now.Sub(p.stored[ref]) >= p.storeAfter() {
 				refs = append(refs, ref)
 			}
 		}
 	}
 	for ref, at := range p.stored {
-		if now.Sub(at) >= p.storeEvery() && !p.isPresent(ref) {
+		if now.Sub(at) >= p.storeAfter() && !p.isPresent(ref) {
 			delete(p.stored, ref)
 		}
 	}

@@ -265,7 +265,7 @@ func TestPresenceBurstLosesNoReportAndNoLeave(t *testing.T) {
 
 // Every room_members UPDATE goes to every member of the room as a
 // postgres_changes event, so a report that only moves the position waits
-// (at most storeEvery, 1.5 presence intervals) while one that changes what
+// (1.5 to 2 presence intervals) while one that changes what
 // the member list shows is stored at once; nothing waits past a leave or a
 // shutdown, every report keeps its sync_states row, and members-get-list
 // shows the latest position throughout. The interval is long (20 s), so

@@ -14,6 +14,7 @@ import (
 type windowResult struct {
 	meterResult
 	commits, rows float64 // per second; -1 when not read
+	memberUpdates float64 // room_members rows updated per second; -1 when not read
 	relay         string  // relayLine
 }
 
@@ -51,12 +52,13 @@ func startWindow(ctx context.Context, o options) *window {
 }
 
 func (w *window) stop() windowResult {
-	res := windowResult{meterResult: w.meter.stop(), commits: -1, rows: -1}
+	res := windowResult{meterResult: w.meter.stop(), commits: -1, rows: -1, memberUpdates: -1}
 	secs := time.Since(w.start).Seconds()
 	relay := relayCounters(w.o.addrs)
 	db, dbErr := dbCounters(w.ctx, w.o.dbURL)
 	if w.o.dbURL != "" && w.dbErr == nil && dbErr == nil {
 		res.commits, res.rows = float64(db.commits-w.db.commits)/secs, float64(db.rows-w.db.rows)/secs
+		res.memberUpdates = float64(db.memberUpdates-w.db.memberUpdates) / secs
 	}
 	res.relay = relayLine(w.relay, relay, secs)
 	return res

@@ -222,7 +222,7 @@ func watchParty(ctx context.Context, o options) error {
 		}
 		return 100 * float64(h.count()) / float64(want)
 	}
-	commits, rows := res.commits, res.rows
+	commits, rows, memberUpdates := res.commits, res.rows, res.memberUpdates
 	viewers := len(members)
 	fmt.Printf("# watch-party viewers=%d rooms=%d room-size=%d window=%s actions=%d postgres_changes p50=%.1f p99=%.1f ms delivered=%.2f%% sync broadcast p50=%.1f p99=%.1f ms delivered=%.2f%% presence diffs=%d p50=%.1f p99=%.1f ms commits/s=%.0f rows written/s=%.0f errors=%d late p99=%.1f ms server cpu=%.0f%% rss=%.1f MiB postgres cpu=%.0f%% client cpu=%.0f%%\n",
 		viewers, nrooms, o.roomSize, o.duration, actions.Load(), ms(changes.pct(50)), ms(changes.pct(99)), delivered(&changes),
@@ -231,6 +231,9 @@ func watchParty(ctx context.Context, o options) error {
 	if res.relay != "" {
 		fmt.Println(res.relay)
 	}
+	// Each room_members UPDATE is a postgres_changes event for the room's
+	// every member (they bind room_members "*").
+	fmt.Printf("# room_members updates/s=%.0f (each delivered to %d members)\n", memberUpdates, o.roomSize)
 	fmt.Printf("# host sync-control round trip p50=%.1f p99=%.1f ms; postgres_changes: sent → commit p50=%.1f p99=%.1f ms, commit → member p50=%.1f p99=%.1f ms\n",
 		ms(roundTrip.pct(50)), ms(roundTrip.pct(99)), ms(toCommit.pct(50)), ms(toCommit.pct(99)), ms(fromCommit.pct(50)), ms(fromCommit.pct(99)))
 	if cb := clientBound(res.meterResult, late.pct(99)); cb != "" {
@@ -358,7 +361,7 @@ func intField(b []byte, key string) (int64, bool) {
 	return n, err == nil
 }
 
-type dbStats struct{ commits, rows int64 }
+type dbStats struct{ commits, rows, memberUpdates int64 }
 
 // dbCounters reads the database's commits and rows written so far.
 func dbCounters(ctx context.Context, url string) (dbStats, error) {
@@ -373,7 +376,8 @@ func dbCounters(ctx context.Context, url string) (dbStats, error) {
 	defer conn.Close(ctx)
 	// The statistics of ended transactions reach the view within a second.
 	_, _ = conn.Exec(ctx, `select pg_stat_clear_snapshot()`)
-	err = conn.QueryRow(ctx, `select xact_commit, tup_inserted + tup_updated + tup_deleted
-		from pg_stat_database where datname = current_database()`).Scan(&s.commits, &s.rows)
+	err = conn.QueryRow(ctx, `select xact_commit, tup_inserted + tup_updated + tup_deleted,
+		(select n_tup_upd from pg_stat_user_tables where relid = 'public.room_members'::regclass)
+		from pg_stat_database where datname = current_database()`).Scan(&s.commits, &s.rows, &s.memberUpdates)
 	return s, err
 }
