@@ -39,6 +39,14 @@ type TargetSource interface {
 	Targets(schema, table string) []Target
 }
 
+// ChangeTargetSource is a TargetSource that can narrow the targets to those
+// a change may match (a TargetIndex's Candidates); the Dispatcher prefers
+// it. The same rules as Targets apply.
+type ChangeTargetSource interface {
+	TargetSource
+	TargetsFor(ch *replication.Change) []Target
+}
+
 // TargetFunc adapts a function to TargetSource.
 type TargetFunc func(schema, table string) []Target
 
@@ -263,7 +271,12 @@ type match struct {
 // change against every channel of the table, so per-channel work is kept
 // to matching and a few map lookups.
 func (d *Dispatcher) process(ctx context.Context, ch *replication.Change) []Delivery {
-	targets := d.cfg.Targets.Targets(ch.Schema, ch.Table)
+	var targets []Target
+	if src, ok := d.cfg.Targets.(ChangeTargetSource); ok {
+		targets = src.TargetsFor(ch)
+	} else {
+		targets = d.cfg.Targets.Targets(ch.Schema, ch.Table)
+	}
 	var (
 		matches []match
 		ids     []int64 // backs every match's ids

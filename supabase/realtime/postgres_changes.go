@@ -10,15 +10,15 @@ import (
 )
 
 // pgChannels indexes the channels that subscribed to postgres_changes, for
-// the dispatcher (postgreschanges.TargetSource). Joins and leaves update it;
-// the dispatcher only reads it, never the hub's shards.
+// the dispatcher (postgreschanges.ChangeTargetSource). Joins and leaves
+// update it; the dispatcher only reads it, never the hub's shards.
 type pgChannels struct {
 	mu     sync.RWMutex
 	byChan map[*channel]postgreschanges.Target
-	// byTable caches Targets' answer per table until the next join or
-	// leave: it is asked once per change, and copying 1,000 targets out of
-	// byChan took longer than matching them.
-	byTable map[tableName][]postgreschanges.Target
+	// byTable caches each table's targets, indexed by their filters, until
+	// the next join or leave: they are asked for once per change, and
+	// copying 1,000 targets out of byChan took longer than matching them.
+	byTable map[tableName]*postgreschanges.TargetIndex
 }
 
 type tableName struct{ schema, table string }
@@ -60,29 +60,42 @@ func authOf(ch *channel) postgreschanges.Auth {
 // the dispatcher matches each binding against the change itself. The
 // slice is shared until the next join or leave.
 func (s *Server) Targets(schema, table string) []postgreschanges.Target {
+	return s.targetIndex(schema, table).All()
+}
+
+// TargetsFor lists the channels a change may match: those of its table
+// whose filters do not rule it out by its row's value (the platform's
+// room_id=eq.<id>), so that a change costs the room's channels, not every
+// room's.
+func (s *Server) TargetsFor(ch *replication.Change) []postgreschanges.Target {
+	return s.targetIndex(ch.Schema, ch.Table).Candidates(ch)
+}
+
+func (s *Server) targetIndex(schema, table string) *postgreschanges.TargetIndex {
 	k := tableName{schema, table}
 	s.pg.mu.RLock()
-	out, ok := s.pg.byTable[k]
+	x, ok := s.pg.byTable[k]
 	s.pg.mu.RUnlock()
 	if ok {
-		return out
+		return x
 	}
 	s.pg.mu.Lock()
 	defer s.pg.mu.Unlock()
-	if out, ok := s.pg.byTable[k]; ok {
-		return out
+	if x, ok := s.pg.byTable[k]; ok {
+		return x
 	}
-	out = []postgreschanges.Target{}
+	var out []postgreschanges.Target
 	for _, t := range s.pg.byChan {
 		if slices.ContainsFunc(t.Bindings, func(b postgreschanges.Subscription) bool { return b.Covers(schema, table) }) {
 			out = append(out, t)
 		}
 	}
+	x = postgreschanges.NewTargetIndex(schema, table, out)
 	if s.pg.byTable == nil {
-		s.pg.byTable = map[tableName][]postgreschanges.Target{}
+		s.pg.byTable = map[tableName]*postgreschanges.TargetIndex{}
 	}
-	s.pg.byTable[k] = out
-	return out
+	s.pg.byTable[k] = x
+	return x
 }
 
 // DeliverPostgresChanges queues each payload on its channel's socket. It
