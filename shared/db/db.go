@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,6 +16,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 )
+
+// DefaultMaxConns is the pool's size unless the URL sets pool_max_conns.
+// pgxpool's own default (4, or the CPU count) starved a server pinned to
+// one core: the functions, the presence writer and the four workers that
+// check postgres_changes visibility share the pool, and at 5,000 watch-party
+// viewers a host's sync-control waited up to 2.8 s for a connection while
+// the changes fell 10 s behind.
+const DefaultMaxConns = 16
 
 // Open connects to url and checks the connection, retrying until wait has
 // passed so that a database starting alongside animesync is waited for.
@@ -24,6 +33,9 @@ func Open(ctx context.Context, dbURL string, wait time.Duration) (*pgxpool.Pool,
 		return nil, fmt.Errorf("database URL is not valid (%s): want postgres://user:password@host:port/db", redact(dbURL))
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "animesync"
+	if !strings.Contains(dbURL, "pool_max_conns") {
+		cfg.MaxConns = max(cfg.MaxConns, DefaultMaxConns)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", Describe(dbURL), err)

@@ -3,7 +3,9 @@ package db_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -48,5 +50,26 @@ func TestInTxStopsRetryingWhenContextEnds(t *testing.T) {
 	}
 	if !errors.Is(err, serializationFailure) {
 		t.Fatalf("InTx = %v, want the serialization failure", err)
+	}
+}
+
+// The pool holds DefaultMaxConns connections whatever the CPU count (a
+// pinned server counts one), unless the URL says otherwise.
+func TestOpenSizesThePool(t *testing.T) {
+	d := dbtest.New(t)
+	sep := "?"
+	if strings.Contains(d.URL, "?") {
+		sep = "&"
+	}
+	for url, want := range map[string]int32{d.URL: db.DefaultMaxConns, d.URL + sep + "pool_max_conns=3": 3} {
+		pool, err := db.Open(context.Background(), url, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := pool.Config().MaxConns
+		pool.Close()
+		if got != want {
+			t.Errorf("%s: %d connections, want %d", url, got, want)
+		}
 	}
 }
