@@ -271,6 +271,7 @@ func TestPresenceBurstLosesNoReportAndNoLeave(t *testing.T) {
 // shows the latest position throughout. The interval is long (20 s), so
 // that whatever is stored within the test was stored at once.
 func TestPresencePositionOnlyReportIsDeferred(t *testing.T) {
+	t.Parallel()
 	api := servertest.New(t, servertest.Options{Env: map[string]string{"PRESENCE_INTERVAL": "20s"}})
 	ctx := context.Background()
 	room := hostedRoom(t, api, "host1")

@@ -56,6 +56,7 @@ func TestInTxStopsRetryingWhenContextEnds(t *testing.T) {
 // The pool holds DefaultMaxConns connections whatever the CPU count (a
 // pinned server counts one), unless the URL says otherwise.
 func TestOpenSizesThePool(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	sep := "?"
 	if strings.Contains(d.URL, "?") {

@@ -13,6 +13,7 @@ import (
 // from all of the table's targets or from the candidates, and a room's
 // change leaves the other rooms' targets out.
 func TestTargetIndexLeavesOutOnlyWhatCannotMatch(t *testing.T) {
+	t.Parallel()
 	bind := func(id int64, event, table, filter string) Subscription {
 		s, err := Parse(Params{Event: event, Schema: "public", Table: table, Filter: filter}, id)
 		if err != nil {
