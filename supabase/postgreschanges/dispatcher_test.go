@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -739,5 +740,72 @@ func TestCheckWaitsOutAnUnreachableDatabase(t *testing.T) {
 	h.waitCalls(t, 1)
 	if got := h.payloads("anon-public"); len(got) != 1 {
 		t.Fatalf("payloads after the database came back: %v", got)
+	}
+}
+
+// CheckMany answers for many changes of several tables and keys, in one
+// round trip, exactly what Check answers for each on its own.
+func TestCheckManyAgreesWithCheck(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	exec(t, db, seed)
+	ctx := context.Background()
+	relID := func(table string) uint32 {
+		var oid uint32
+		if err := db.Pool.QueryRow(ctx, `select $1::regclass::oid`, table).Scan(&oid); err != nil {
+			t.Fatal(err)
+		}
+		return oid
+	}
+	rooms, members := relID("public.rooms"), relID("public.room_members")
+	keys := map[string]postgreschanges.Auth{"anon": anon, "token": tokenFor("secretroom", "member1"),
+		"member": member, "service": service, "stranger": tokenFor("secretroom", "nobody")}
+	var chs []*replication.Change
+	var byKeys []map[string]postgreschanges.Auth
+	for _, room := range []string{"publicroom", "secretroom", "gone"} {
+		for _, typ := range []string{replication.Update, replication.Delete} {
+			row := map[string]any{"room_id": room, "is_public": room == "publicroom", "title": "T"}
+			ch := &replication.Change{Schema: "public", Table: "rooms", Type: typ, RelationID: rooms, Record: row, OldRecord: row}
+			chs = append(chs, ch)
+			byKeys = append(byKeys, keys)
+			m := map[string]any{"room_id": room, "user_id": "member1", "username": "M"}
+			chs = append(chs, &replication.Change{Schema: "public", Table: "room_members", Type: typ, RelationID: members, Record: m, OldRecord: m})
+			byKeys = append(byKeys, map[string]postgreschanges.Auth{"anon": anon, "token": keys["token"]})
+		}
+	}
+	checker := postgreschanges.NewChecker(postgreschanges.CheckerConfig{Pool: db.Pool})
+	many, err := checker.CheckMany(ctx, chs, byKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joint := checker.Queries()
+	visible := 0
+	for i, ch := range chs {
+		one, err := checker.Check(ctx, ch, byKeys[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(one, many[i]) {
+			t.Errorf("%s %s of %v: CheckMany %v, Check %v", ch.Type, ch.Table, ch.Record["room_id"], many[i], one)
+		}
+		for _, v := range many[i] {
+			if v.Visible {
+				visible++
+			}
+		}
+	}
+	if alone := checker.Queries() - joint; alone != joint {
+		t.Errorf("%d row checks together, %d one by one", joint, alone)
+	}
+	// The public room's row to all, the private room's to its member's
+	// token and to service_role (changes 0 and 4: four per room).
+	if v := many[0]; !v["anon"].Visible || !v["token"].Visible || !v["stranger"].Visible {
+		t.Errorf("public room: %v", v)
+	}
+	if v := many[4]; v["anon"].Visible || !v["token"].Visible || !v["service"].Visible || v["stranger"].Visible {
+		t.Errorf("private room: %v", v)
+	}
+	if visible == 0 {
+		t.Error("nothing visible")
 	}
 }

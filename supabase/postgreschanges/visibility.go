@@ -144,74 +144,123 @@ func NewChecker(cfg CheckerConfig) *Checker {
 // per distinct key of a change whose table has RLS for that role).
 func (c *Checker) Queries() uint64 { return c.queries.Load() }
 
-// pendingCheck is a key whose visibility needs a query.
-type pendingCheck struct {
-	key    string
-	auth   Auth
-	policy *tablePolicy
-}
-
 // Check decides visibility of ch for each key of byKey. A key whose check
 // fails is not visible: errors close, never open.
 func (c *Checker) Check(ctx context.Context, ch *replication.Change, byKey map[string]Auth) (map[string]Verdict, error) {
+	out, err := c.CheckMany(ctx, []*replication.Change{ch}, []map[string]Auth{byKey})
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// rowCheck is one change's row whose visibility to a key needs a query.
+type rowCheck struct {
+	change int
+	policy *tablePolicy
+	row    string // JSON
+}
+
+// checkStatement evaluates a policy for the rows of one key and table.
+type checkStatement struct {
+	key    string
+	policy *tablePolicy
+	checks []rowCheck
+}
+
+// CheckMany decides visibility of each change for each key of its byKeys,
+// in one round trip for all of them: per key, its role and claims are set
+// once, and one statement per table evaluates the policy for every row of
+// that table. An error fails them all (the dispatcher then checks them one
+// by one).
+func (c *Checker) CheckMany(ctx context.Context, chs []*replication.Change, byKeys []map[string]Auth) ([]map[string]Verdict, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	row := ch.Record
-	if ch.Type == replication.Delete {
-		row = ch.OldRecord
+	outs := make([]map[string]Verdict, len(chs))
+	auths := map[string]Auth{}
+	checks := map[string][]rowCheck{} // by key
+	for i, ch := range chs {
+		outs[i] = make(map[string]Verdict, len(byKeys[i]))
+		var rowJSON string
+		for k, a := range byKeys[i] {
+			p, err := c.policy(ctx, ch.RelationID, a.Role)
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case !p.exists || len(p.columns) == 0 || p.expr == "false":
+				outs[i][k] = Verdict{}
+			case p.expr == "true":
+				outs[i][k] = Verdict{Visible: true, Columns: p.columns, Key: p.key}
+			default:
+				if rowJSON == "" {
+					row := ch.Record
+					if ch.Type == replication.Delete {
+						row = ch.OldRecord
+					}
+					b, err := json.Marshal(row)
+					if err != nil {
+						return nil, fmt.Errorf("postgreschanges: encode row of %s.%s: %w", ch.Schema, ch.Table, err)
+					}
+					rowJSON = string(b)
+				}
+				auths[k] = a
+				checks[k] = append(checks[k], rowCheck{change: i, policy: p, row: rowJSON})
+			}
+		}
 	}
-	out := make(map[string]Verdict, len(byKey))
-	var sqlChecks []pendingCheck
-	keys := make([]string, 0, len(byKey))
-	for k := range byKey {
+	if len(checks) == 0 {
+		return outs, nil
+	}
+	keys := make([]string, 0, len(checks))
+	for k := range checks {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys) // deterministic order of statements
-	for _, k := range keys {
-		a := byKey[k]
-		p, err := c.policy(ctx, ch.RelationID, a.Role)
-		if err != nil {
-			return nil, err
-		}
-		switch {
-		case !p.exists || len(p.columns) == 0 || p.expr == "false":
-			out[k] = Verdict{}
-		case p.expr == "true":
-			out[k] = Verdict{Visible: true, Columns: p.columns, Key: p.key}
-		default:
-			sqlChecks = append(sqlChecks, pendingCheck{k, a, p})
-		}
-	}
-	if len(sqlChecks) == 0 {
-		return out, nil
-	}
-	rowJSON, err := json.Marshal(row)
-	if err != nil {
-		return nil, fmt.Errorf("postgreschanges: encode row of %s.%s: %w", ch.Schema, ch.Table, err)
-	}
 	// One round trip: a read-only transaction, the role and claims of each
-	// key set locally before its check, and a rollback, which also resets
+	// key set locally before its checks, and a rollback, which also resets
 	// the role. The dispatcher waits for this before any channel gets the
-	// change, and under fan-out load each extra round trip waits behind the
-	// socket writers for the CPU.
+	// changes, and under fan-out load each extra round trip waits behind
+	// the socket writers for the CPU.
+	var stmts []checkStatement
 	batch := &pgx.Batch{}
 	batch.Queue(`begin read only`)
-	for _, pc := range sqlChecks {
-		claims, err := json.Marshal(pc.auth.Claims)
+	for _, k := range keys {
+		a := auths[k]
+		claims, err := json.Marshal(a.Claims)
 		if err != nil {
 			return nil, fmt.Errorf("postgreschanges: encode claims: %w", err)
 		}
-		batch.Queue(`select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)`, pc.auth.Role, string(claims))
-		batch.Queue(fmt.Sprintf(`select coalesce((select (%s) from jsonb_populate_record(null::%s, $1::jsonb) as %s), false)`,
-			pc.policy.expr, pc.policy.relType, pc.policy.alias), string(rowJSON))
+		batch.Queue(`select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)`, a.Role, string(claims))
+		byPolicy := map[*tablePolicy][]rowCheck{}
+		var order []*tablePolicy
+		for _, rc := range checks[k] {
+			if byPolicy[rc.policy] == nil {
+				order = append(order, rc.policy)
+			}
+			byPolicy[rc.policy] = append(byPolicy[rc.policy], rc)
+		}
+		for _, p := range order {
+			rcs := byPolicy[p]
+			rows := make([]string, len(rcs))
+			for i, rc := range rcs {
+				rows[i] = rc.row
+			}
+			// The policy names the row's columns unqualified or by the
+			// table's name: the innermost scope, the rebuilt row, has them.
+			batch.Queue(fmt.Sprintf(`select coalesce((select (%s) from jsonb_populate_record(null::%s, r.animesync_row) as %s), false)
+				  from unnest($1::jsonb[]) with ordinality as r(animesync_row, animesync_ord) order by r.animesync_ord`,
+				p.expr, p.relType, p.alias), rows)
+			stmts = append(stmts, checkStatement{k, p, rcs})
+		}
 	}
 	batch.Queue(`rollback`)
 	conn, err := c.pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("postgreschanges: check %s.%s: %w", ch.Schema, ch.Table, err)
+		return nil, fmt.Errorf("postgreschanges: check %d changes: %w", len(chs), err)
 	}
 	defer conn.Release()
-	if err := c.runChecks(conn.SendBatch(ctx, batch), ch, sqlChecks, out); err != nil {
+	if err := c.runChecks(conn.SendBatch(ctx, batch), keys, stmts, outs); err != nil {
 		if conn.Conn().PgConn().TxStatus() != 'I' {
 			// A failed statement skips the rest of the batch, rollback
 			// included; end the transaction so that the connection goes
@@ -220,28 +269,42 @@ func (c *Checker) Check(ctx context.Context, ch *replication.Change, byKey map[s
 		}
 		return nil, err
 	}
-	return out, nil
+	return outs, nil
 }
 
-// runChecks reads the results of Check's batch into out and closes res.
-func (c *Checker) runChecks(res pgx.BatchResults, ch *replication.Change, checks []pendingCheck, out map[string]Verdict) error {
+// runChecks reads the results of CheckMany's batch into outs and closes
+// res: the statements of each key follow its set_config.
+func (c *Checker) runChecks(res pgx.BatchResults, keys []string, stmts []checkStatement, outs []map[string]Verdict) error {
 	defer res.Close()
 	if _, err := res.Exec(); err != nil {
-		return fmt.Errorf("postgreschanges: check %s.%s: begin: %w", ch.Schema, ch.Table, err)
+		return fmt.Errorf("postgreschanges: check: begin: %w", err)
 	}
-	for _, pc := range checks {
+	i := 0
+	for _, k := range keys {
 		if _, err := res.Exec(); err != nil {
-			return fmt.Errorf("postgreschanges: set role %s: %w", pc.auth.Role, err)
+			return fmt.Errorf("postgreschanges: set role for %q: %w", k, err)
 		}
-		var ok bool
-		if err := res.QueryRow().Scan(&ok); err != nil {
-			return fmt.Errorf("postgreschanges: check %s.%s as %s: %w", ch.Schema, ch.Table, pc.auth.Role, err)
+		for ; i < len(stmts) && stmts[i].key == k; i++ {
+			st := stmts[i]
+			rows, err := res.Query()
+			if err != nil {
+				return fmt.Errorf("postgreschanges: check %s: %w", st.policy.relType, err)
+			}
+			visible, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+			if err != nil {
+				return fmt.Errorf("postgreschanges: check %s: %w", st.policy.relType, err)
+			}
+			if len(visible) != len(st.checks) {
+				return fmt.Errorf("postgreschanges: check %s: %d answers for %d rows", st.policy.relType, len(visible), len(st.checks))
+			}
+			for j, rc := range st.checks {
+				outs[rc.change][k] = Verdict{Visible: visible[j], Columns: rc.policy.columns, Key: rc.policy.key}
+			}
+			c.queries.Add(uint64(len(st.checks)))
 		}
-		c.queries.Add(1)
-		out[pc.key] = Verdict{Visible: ok, Columns: pc.policy.columns, Key: pc.policy.key}
 	}
 	if _, err := res.Exec(); err != nil {
-		return fmt.Errorf("postgreschanges: check %s.%s: rollback: %w", ch.Schema, ch.Table, err)
+		return fmt.Errorf("postgreschanges: check: rollback: %w", err)
 	}
 	return res.Close()
 }
