@@ -58,8 +58,9 @@ type PresenceReports struct {
 	// stored is when this process last wrote a member's row (a report or a
 	// touch), which moved its last_seen_at.
 	stored  map[memberRef]time.Time
-	writing int           // reports taken by the flush under way
-	wake    chan struct{} // 1 slot: something is pending
+	left    map[memberRef]time.Time // members gone, when, until their row says so
+	writing int                     // reports taken by the flush under way
+	wake    chan struct{}           // 1 slot: something is pending
 }
 
 // memberRef is one room_members row.
@@ -93,6 +94,7 @@ func NewPresenceReports(d *Deps) *PresenceReports {
 		pending:  map[memberRef]*pendingReport{},
 		deferred: map[memberRef]*computedReport{},
 		stored:   map[memberRef]time.Time{},
+		left:     map[memberRef]time.Time{},
 		wake:     make(chan struct{}, 1),
 	}
 }
@@ -221,11 +223,39 @@ func (p *PresenceReports) forget(roomID, key string) {
 	if len(p.present[roomID]) == 0 {
 		delete(p.present, roomID)
 	}
-	// A deferred report of a member who is gone is its last: store it now.
-	_, final := p.deferred[memberRef{roomID, user}]
+	// A member who is gone was seen until now: its row says so at once,
+	// with its deferred report if it has one, so that the host-silence
+	// grace starts at the leave.
+	ref := memberRef{roomID, user}
+	gone := ok && !p.isPresent(ref)
+	if gone {
+		p.left[ref] = p.deps.now()
+	}
 	p.mu.Unlock()
-	if ok && final {
+	if gone {
 		p.poke()
+	}
+}
+
+// touchLeft stores the leave time as last_seen_at of members who left with
+// nothing deferred (flush stored the others).
+func (p *PresenceReports) touchLeft(ctx context.Context) {
+	p.mu.Lock()
+	var refs []memberRef
+	for ref := range p.left {
+		if _, deferred := p.deferred[ref]; !deferred {
+			delete(p.left, ref)
+			if !p.isPresent(ref) {
+				refs = append(refs, ref)
+			}
+		}
+	}
+	p.mu.Unlock()
+	if len(refs) == 0 {
+		return
+	}
+	if err := p.deps.touchMembers(ctx, refs); err != nil && ctx.Err() == nil {
+		p.deps.Log.Warn("presence: mark members seen at their leave", "members", len(refs), "error", err)
 	}
 }
 
@@ -320,6 +350,7 @@ func (p *PresenceReports) Run(ctx context.Context) error {
 				continue
 			}
 			p.flush(ctx, flushReports)
+			p.touchLeft(ctx)
 			window.Reset(presenceFlushEvery)
 		}
 	}
@@ -360,6 +391,8 @@ func (p *PresenceReports) flush(ctx context.Context, kind flushKind) {
 			d.store, d.record = true, false
 			if present {
 				d.seenAt = now
+			} else if at, ok := p.left[ref]; ok {
+				d.seenAt = at
 			}
 			due = append(due, &d)
 		}
@@ -386,6 +419,9 @@ func (p *PresenceReports) flush(ctx context.Context, kind flushKind) {
 	for _, c := range written {
 		if c.store {
 			p.stored[c.ref] = now
+			if !c.record { // a deferred report, stored
+				delete(p.left, c.ref)
+			}
 			if d := p.deferred[c.ref]; d != nil && !d.seenAt.After(c.seenAt) {
 				delete(p.deferred, c.ref)
 			}
